@@ -1,0 +1,59 @@
+# XRides: the two commands are `make run` and `make test`; everything else is a building block.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STACK := $(PY) -m deploy.stack
+# Every tool, test and benchmark reads the stack's connection settings from this one file.
+WITH_ENV := set -a; [ -f .stack/env ] && source .stack/env; set +a;
+
+.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean
+
+help:
+	@echo "make run     install, start the local stack and the platform, stream demo rides"
+	@echo "make test    install, start the stack, run unit + integration tests and lint"
+	@echo "make up | down | status | lint | fmt | test-unit | test-integration"
+
+# The venv is rebuilt only when the lock file changes (the stamp records the last sync).
+$(VENV)/.synced: requirements.lock pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VPY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync --quiet --python $(VPY) requirements.lock
+	@touch $@
+
+install: $(VENV)/.synced
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+up: install
+	$(STACK) up
+
+down:
+	$(STACK) down
+
+status:
+	$(STACK) status
+
+test-unit: install
+	$(VPY) -m pytest -q tests/unit
+
+test-integration: up
+	$(WITH_ENV) $(VPY) -m pytest -q -m integration tests/integration
+
+test: install up
+	$(WITH_ENV) $(VPY) -m pytest -q tests
+	$(MAKE) --no-print-directory lint
+
+run: up
+	$(WITH_ENV) $(VPY) -m ingest_service.demo
+
+clean: down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

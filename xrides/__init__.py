@@ -1,0 +1,1 @@
+"""Shared core of the XRides platform: the ride contract, settings, logging, errors."""

@@ -1,0 +1,73 @@
+"""The ride contract as data: one table of fields, the single source of truth.
+
+The parser, the OpenAPI schema, the PostgreSQL columns, the Elasticsearch mapping and the
+Parquet schema are all derived from :data:`RIDE_FIELDS`; tests check the live schemas
+against it, so the copies cannot drift.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.Enum):
+    """What a field holds on the wire and in storage."""
+
+    ID = "id"  # non-negative 64-bit integer identifier
+    INT = "int"  # small enumerated integer (travel type, vehicle model, ...)
+    FLAG = "flag"  # 0 or 1
+    LATITUDE = "latitude"
+    LONGITUDE = "longitude"
+    TIMESTAMP = "timestamp"  # M/D/YYYY H:MM[:SS] local time, or ISO 8601
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kind: Kind
+    nullable: bool
+    description: str
+    required: bool = True  # False: may be absent (then ``default`` applies)
+    default: int | None = None
+
+
+RIDE_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("booking_id", Kind.ID, False, "XRides' booking id; the ride's key (updates reuse it)"),
+    FieldSpec("user_id", Kind.ID, False, "Customer id"),
+    FieldSpec("vehicle_model_id", Kind.INT, False, "Vehicle model of the cab"),
+    FieldSpec("package_id", Kind.INT, True, "Rental package, for hourly rentals"),
+    FieldSpec("travel_type_id", Kind.INT, False, "1 long distance, 2 point to point, 3 hourly rental"),
+    FieldSpec("from_area_id", Kind.ID, False, "Pickup area"),
+    FieldSpec("to_area_id", Kind.ID, True, "Drop-off area (unknown for rentals)"),
+    FieldSpec("from_city_id", Kind.ID, True, "Pickup city"),
+    FieldSpec("to_city_id", Kind.ID, True, "Drop-off city (long distance)"),
+    FieldSpec("from_date", Kind.TIMESTAMP, False, "Pickup time"),
+    FieldSpec("to_date", Kind.TIMESTAMP, True, "Drop-off time, once known"),
+    FieldSpec("online_booking", Kind.FLAG, False, "1 when booked on the website"),
+    FieldSpec("mobile_site_booking", Kind.FLAG, False, "1 when booked on the mobile site"),
+    FieldSpec("booking_created", Kind.TIMESTAMP, False, "When the booking was made"),
+    FieldSpec("from_lat", Kind.LATITUDE, True, "Pickup latitude (WGS84)"),
+    FieldSpec("from_long", Kind.LONGITUDE, True, "Pickup longitude (WGS84)"),
+    FieldSpec("to_lat", Kind.LATITUDE, True, "Drop-off latitude (WGS84)"),
+    FieldSpec("to_long", Kind.LONGITUDE, True, "Drop-off longitude (WGS84)"),
+    FieldSpec("driver_id", Kind.ID, False, "Assigned driver; 0 while none is assigned"),
+    FieldSpec(
+        "car_cancellation",
+        Kind.FLAG,
+        False,
+        "1 when the ride was cancelled; absent means 0 (a later message may set it)",
+        required=False,
+        default=0,
+    ),
+)
+
+FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in RIDE_FIELDS}
+
+# Historical exports spell the cancellation column this way; accepted as the same field.
+FIELD_ALIASES: dict[str, str] = {"Car_Cancellation": "car_cancellation"}
+
+# Coordinates travel in pairs: a pickup latitude without its longitude is an error.
+COORDINATE_PAIRS: tuple[tuple[str, str], ...] = (("from_lat", "from_long"), ("to_lat", "to_long"))
+
+INT64_MAX = 2**63 - 1

@@ -1,0 +1,267 @@
+"""The ride: a typed value, its strict parser, and its canonical wire form.
+
+Parsing collects *every* problem of a ride before failing, so a client fixes them in one round
+trip. Messages keep the prototype's wording (``vehicle_model_id data type mismatch, ...``) because
+XRides' clients match on them; the structured :class:`FieldError` adds the machine-readable parts.
+
+Decisions (see docs/ride-contract.md):
+- strict types: ``"28"`` is not an int, ``true`` is not 1, ``12.0`` is not an id;
+- unknown fields are rejected, naming the closest known field: a typo must not lose data;
+- ``Car_Cancellation`` (historical exports) is accepted as ``car_cancellation``;
+- coordinates come in pairs: both set or both null.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from xrides.errors import InvalidInput
+from xrides.ride.dates import DEFAULT_ZONE, DateFormatError, format_timestamp, parse_timestamp
+from xrides.ride.fields import (
+    COORDINATE_PAIRS,
+    FIELD_ALIASES,
+    FIELDS_BY_NAME,
+    INT64_MAX,
+    RIDE_FIELDS,
+    FieldSpec,
+    Kind,
+)
+
+_PY_TYPE_NAMES = {
+    Kind.ID: "<class 'int'>",
+    Kind.INT: "<class 'int'>",
+    Kind.FLAG: "<class 'int'>",
+    Kind.LATITUDE: "<class 'float'>",
+    Kind.LONGITUDE: "<class 'float'>",
+    Kind.TIMESTAMP: "<class 'str'>",
+}
+_RANGES = {Kind.LATITUDE: (-90.0, 90.0), Kind.LONGITUDE: (-180.0, 180.0)}
+DATE_FORMAT_HINT = "please send month/date/year hour:minute:seconds "
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One broken rule of one field: what was expected and what came instead."""
+
+    field: str
+    code: str  # missing | null | type_mismatch | format_mismatch | out_of_range | unknown_field | pair
+    expected: str
+    received: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "field": self.field,
+            "code": self.code,
+            "expected": self.expected,
+            "received": self.received,
+            "message": self.message,
+        }
+
+
+class RideValidationError(InvalidInput):
+    """A ride broke the contract. ``errors`` holds every problem found, in field order."""
+
+    http_status: ClassVar[int] = 422
+    code: ClassVar[str] = "validation_failed"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Ride:
+    """One ride, typed and normalised (timestamps are aware UTC datetimes)."""
+
+    booking_id: int
+    user_id: int
+    vehicle_model_id: int
+    package_id: int | None
+    travel_type_id: int
+    from_area_id: int
+    to_area_id: int | None
+    from_city_id: int | None
+    to_city_id: int | None
+    from_date: datetime
+    to_date: datetime | None
+    online_booking: int
+    mobile_site_booking: int
+    booking_created: datetime
+    from_lat: float | None
+    from_long: float | None
+    to_lat: float | None
+    to_long: float | None
+    driver_id: int
+    car_cancellation: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The canonical JSON-ready dict: field order of the contract, timestamps in UTC ISO 8601."""
+        out: dict[str, Any] = {}
+        for spec in RIDE_FIELDS:
+            value = getattr(self, spec.name)
+            out[spec.name] = format_timestamp(value) if isinstance(value, datetime) else value
+        return out
+
+
+RIDE_ATTRIBUTES: tuple[str, ...] = tuple(f.name for f in fields(Ride))
+
+
+def _show(value: object) -> str:
+    """A short, safe rendering of what the client sent, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value[:64] + ("..." if len(value) > 64 else ""))
+    if isinstance(value, int | float):
+        text = repr(value)
+        return text if len(text) <= 32 else text[:29] + "..."
+    return type(value).__name__.replace("dict", "object").replace("list", "array")
+
+
+def _type_error(spec: FieldSpec, value: object) -> FieldError:
+    expected = _PY_TYPE_NAMES[spec.kind]
+    return FieldError(
+        spec.name,
+        "type_mismatch",
+        expected,
+        _show(value),
+        f"{spec.name} data type mismatch, {spec.name} expected to be {expected}",
+    )
+
+
+def _check_field(spec: FieldSpec, value: object, zone: ZoneInfo) -> tuple[object, FieldError | None]:
+    """Return the normalised value, or an error naming what was wrong."""
+    if value is None:
+        if spec.nullable:
+            return None, None
+        return None, FieldError(
+            spec.name,
+            "null",
+            _PY_TYPE_NAMES[spec.kind],
+            "null",
+            f"{spec.name} must not be null, {spec.name} expected to be {_PY_TYPE_NAMES[spec.kind]}",
+        )
+    kind = spec.kind
+    if kind is Kind.TIMESTAMP:
+        if not isinstance(value, str):
+            return None, _type_error(spec, value)
+        try:
+            return parse_timestamp(value, zone), None
+        except DateFormatError:
+            return None, FieldError(
+                spec.name,
+                "format_mismatch",
+                "month/day/year hour:minute[:second] or ISO 8601",
+                _show(value),
+                f"{spec.name} format mismatch, {DATE_FORMAT_HINT}",
+            )
+    if kind in (Kind.LATITUDE, Kind.LONGITUDE):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, _type_error(spec, value)
+        number = float(value)
+        low, high = _RANGES[kind]
+        if not (math.isfinite(number) and low <= number <= high):
+            return None, FieldError(
+                spec.name,
+                "out_of_range",
+                f"{low:g}..{high:g}",
+                _show(value),
+                f"{spec.name} out of range, expected {low:g}..{high:g}",
+            )
+        return number, None
+    # ID, INT and FLAG are integers; bool is an int subclass in Python but never one on the wire.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None, _type_error(spec, value)
+    if kind is Kind.FLAG:
+        if value not in (0, 1):
+            return None, FieldError(
+                spec.name, "out_of_range", "0 or 1", _show(value), f"{spec.name} must be 0 or 1"
+            )
+        return value, None
+    if not 0 <= value <= INT64_MAX:
+        return None, FieldError(
+            spec.name,
+            "out_of_range",
+            f"0..{INT64_MAX}",
+            _show(value),
+            f"{spec.name} out of range, expected 0..{INT64_MAX}",
+        )
+    if spec.name == "booking_id" and value == 0:
+        return None, FieldError(
+            spec.name, "out_of_range", f"1..{INT64_MAX}", "0", f"{spec.name} out of range, expected > 0"
+        )
+    return value, None
+
+
+def _unknown_field_error(name: str) -> FieldError:
+    close = difflib.get_close_matches(name, FIELDS_BY_NAME, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return FieldError(
+        name,
+        "unknown_field",
+        "one of the ride fields",
+        name[:64],
+        f"{name[:64]} is not a ride field{hint}",
+    )
+
+
+def parse_ride(data: object, zone: ZoneInfo | None = None) -> Ride:
+    """Validate one decoded JSON value as a ride; raise :class:`RideValidationError` listing all errors."""
+    zone = zone or ZoneInfo(DEFAULT_ZONE)
+    if not isinstance(data, dict):
+        raise RideValidationError(
+            [FieldError("$", "type_mismatch", "object", _show(data), "a ride must be a JSON object")]
+        )
+    errors: list[FieldError] = []
+    extra: list[FieldError] = []  # reported after the contract's fields, in the order sent
+    given: dict[str, object] = {}
+    for key, value in data.items():
+        name = FIELD_ALIASES.get(key, key)
+        if name not in FIELDS_BY_NAME:
+            extra.append(_unknown_field_error(str(key)))
+        elif name in given:
+            extra.append(FieldError(name, "duplicate", "one value", key, f"{name} given twice ({key})"))
+        else:
+            given[name] = value
+    values: dict[str, object] = {}
+    for spec in RIDE_FIELDS:
+        if spec.name not in given:
+            if spec.required:
+                errors.append(
+                    FieldError(
+                        spec.name,
+                        "missing",
+                        _PY_TYPE_NAMES[spec.kind],
+                        "nothing",
+                        f"{spec.name} is missing",
+                    )
+                )
+            else:
+                values[spec.name] = spec.default
+            continue
+        value, error = _check_field(spec, given[spec.name], zone)
+        if error:
+            errors.append(error)
+        values[spec.name] = value
+    for lat, lon in COORDINATE_PAIRS:
+        if lat in given and lon in given and (given[lat] is None) != (given[lon] is None):
+            errors.append(
+                FieldError(
+                    lat,
+                    "pair",
+                    f"{lat} and {lon} both set or both null",
+                    f"{_show(given[lat])}, {_show(given[lon])}",
+                    f"{lat} and {lon} must both be set or both be null",
+                )
+            )
+    if errors or extra:
+        raise RideValidationError(errors + extra)
+    return Ride(**values)  # type: ignore[arg-type]
