@@ -1,0 +1,3 @@
+from ingest_service.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The aiohttp application: wiring, the one error-to-HTTP mapping, metrics and request logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ingest_service import docs, rides, status
+from ingest_service.auth import KeyRing
+from ingest_service.context import SERVICES, Services, json_response
+from ingest_service.idempotency import IdempotencyStore
+from ingest_service.limits import InFlight, RateLimiter
+from ingest_service.metrics import IN_FLIGHT, REJECTS, REQUEST_SECONDS, REQUESTS
+from ingest_service.positions import KafkaPositions
+from ingest_service.producer import ProducerConfig, RideProducer
+from ingest_service.settings import ApiSettings
+from xrides.errors import RateLimited, Unavailable, XRidesError
+from xrides.ride import RideValidationError
+
+log = logging.getLogger("ingest_service")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(error: XRidesError) -> dict[str, Any]:
+    """The one error shape: the prototype's ``status``/``error_message`` plus machine-readable parts."""
+    body: dict[str, Any] = {"status": "Failed", "error_message": error.message, "error_code": error.code}
+    if isinstance(error, RideValidationError):
+        body["errors"] = [e.as_dict() for e in error.errors]
+    if error.retriable:
+        body["retriable"] = True
+    return body
+
+
+def error_response(error: XRidesError) -> web.Response:
+    headers: dict[str, str] = {}
+    if isinstance(error, Unavailable):
+        headers["Retry-After"] = str(error.retry_after_s)
+    if isinstance(error, RateLimited) and "limit" in error.details:
+        headers["RateLimit-Limit"] = f"{error.details['limit']:g}"
+        headers["RateLimit-Remaining"] = "0"
+        headers["RateLimit-Reset"] = str(error.retry_after_s)
+    body = error_body(error)
+    if "booking_id" in error.details:
+        body["booking_id"] = error.details["booking_id"]
+    return json_response(body, error.http_status, headers)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map errors to responses (here and nowhere else), count, time and log every request."""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    started = time.perf_counter()
+    services = request.app[SERVICES]
+    tracked = route.startswith(("/v1/", "/xride_data"))
+    response: web.StreamResponse
+    try:
+        if tracked:
+            services.in_flight.enter()
+            IN_FLIGHT.inc()
+        try:
+            response = await handler(request)
+        finally:
+            if tracked:
+                services.in_flight.leave()
+                IN_FLIGHT.dec()
+    except XRidesError as error:
+        REJECTS.labels(error.code).inc()
+        response = error_response(error)
+    except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes and methods
+        response = json_response(
+            {"status": "Failed", "error_message": exc.reason, "error_code": "http_error"}, exc.status
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"http.route": route})
+        REJECTS.labels("internal_error").inc()
+        response = json_response(
+            {"status": "Failed", "error_message": "internal error", "error_code": "internal_error"}, 500
+        )
+    elapsed = time.perf_counter() - started
+    REQUESTS.labels(route, request.method, str(response.status)).inc()
+    REQUEST_SECONDS.labels(route, request.method).observe(elapsed)
+    if response.status >= 500 or log.isEnabledFor(logging.DEBUG):
+        log.log(
+            logging.WARNING if response.status >= 500 else logging.DEBUG,
+            "request",
+            extra={
+                "http.route": route,
+                "http.request.method": request.method,
+                "http.response.status_code": response.status,
+                "event.duration": int(elapsed * 1e9),
+            },
+        )
+    return response
+
+
+async def metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    ready = services.producer.ready(services.settings.rides_topic)
+    return json_response({"status": "ready" if ready else "not ready", "kafka": ready}, 200 if ready else 503)
+
+
+async def _connect_pool(services: Services) -> None:
+    """Tracking reads need PostgreSQL; ingest does not, so the API starts without it and keeps trying."""
+    delay = 0.5
+    while services.pool is None:
+        try:
+            services.pool = await asyncpg.create_pool(services.settings.pg_dsn, min_size=1, max_size=4)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning(
+                "PostgreSQL not reachable yet; tracking answers 503", extra={"error.message": str(exc)}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def build_services(settings: ApiSettings) -> Services:
+    producer_config = ProducerConfig(
+        settings.kafka_bootstrap, delivery_timeout_ms=settings.delivery_timeout_ms
+    )
+    return Services(
+        settings=settings,
+        zone=ZoneInfo(settings.local_zone),
+        producer=RideProducer(producer_config),
+        positions=KafkaPositions(settings.kafka_bootstrap, settings.rides_topic, settings.requests_topic),
+        keys=KeyRing.from_settings(settings.api_key_hashes, settings.api_key),
+        limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        in_flight=InFlight(settings.max_in_flight),
+        idempotency=IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries),
+    )
+
+
+def create_app(settings: ApiSettings) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
+    services = build_services(settings)
+    app[SERVICES] = services
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        s = services.settings
+        try:
+            await services.producer.ensure_topic(
+                s.requests_topic, s.requests_partitions, s.topic_retention_ms
+            )
+        except Exception as exc:  # the broker may be down at start; tracking of batches degrades, not ingest
+            log.warning("could not ensure the requests topic", extra={"error.message": str(exc)})
+        await services.producer.start([s.rides_topic, s.requests_topic])
+        task = asyncio.create_task(_connect_pool(services))
+        services.background.add(task)
+        task.add_done_callback(services.background.discard)
+        log.info("api started", extra={"url.port": s.api_port})
+        yield
+        for task in list(services.background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await services.producer.close()
+        await services.positions.close()
+        if services.pool is not None:
+            await services.pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/rides", rides.post_ride)
+    app.router.add_post("/xride_data", rides.post_ride)
+    app.router.add_post("/v1/rides/batch", rides.post_batch)
+    app.router.add_get("/v1/requests/{request_id}", status.get_request)
+    app.router.add_get("/v1/rides/{booking_id}", status.get_ride)
+    app.router.add_get("/openapi.json", docs.openapi_json)
+    app.router.add_get("/docs", docs.swagger_page)
+    app.router.add_static("/docs/static", docs.swagger_static_dir(), append_version=False)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

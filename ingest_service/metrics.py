@@ -1,0 +1,30 @@
+"""Prometheus metrics of the API. Labels are bounded: route templates, status codes, reasons."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+REQUESTS = Counter(
+    "xrides_api_requests_total",
+    "HTTP requests by route template, method and status",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "xrides_api_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("xrides_api_in_flight_requests", "Requests being handled now")
+PRODUCE_SECONDS = Histogram(
+    "xrides_api_kafka_produce_duration_seconds",
+    "Time from send to the broker's acknowledgement of a request's messages",
+    buckets=_LATENCY_BUCKETS,
+)
+RIDES_ACCEPTED = Counter("xrides_api_rides_accepted_total", "Rides acknowledged (written to Kafka)")
+REJECTS = Counter("xrides_api_rejects_total", "Rejected requests or batch items by reason", ["reason"])
+IDEMPOTENT_REPLAYS = Counter(
+    "xrides_api_idempotent_replays_total", "Requests answered from the idempotency store, not written again"
+)

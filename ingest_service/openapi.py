@@ -1,0 +1,216 @@
+"""The OpenAPI 3.1 document, built from the ride model so the two cannot drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xrides.ride import ride_json_schema
+
+_FIELD_ERROR = {
+    "type": "object",
+    "properties": {k: {"type": "string"} for k in ("field", "code", "expected", "received", "message")},
+    "required": ["field", "code", "expected", "received", "message"],
+}
+_FAILED = {
+    "type": "object",
+    "properties": {
+        "status": {"const": "Failed"},
+        "error_message": {"type": "string"},
+        "error_code": {"type": "string"},
+        "booking_id": {"type": ["integer", "null"]},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+    },
+    "required": ["status", "error_message"],
+}
+_ACCEPTED = {
+    "type": "object",
+    "properties": {
+        "booking_id": {"type": "integer"},
+        "status": {"const": "Success"},
+        "request_id": {"type": "string", "examples": ["r3-1042"]},
+        "status_url": {"type": "string"},
+    },
+    "required": ["booking_id", "status", "request_id", "status_url"],
+}
+_BATCH_ITEM = {
+    "type": "object",
+    "properties": {
+        "index": {"type": "integer"},
+        "status": {"enum": ["Success", "Failed"]},
+        "booking_id": {"type": ["integer", "null"]},
+        "request_id": {"type": "string"},
+        "error_message": {"type": "string"},
+        "error_code": {"type": "string"},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+    },
+    "required": ["index", "status"],
+}
+_BATCH = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": ["string", "null"]},
+        "status_url": {"type": ["string", "null"]},
+        "accepted": {"type": "integer"},
+        "rejected": {"type": "integer"},
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/BatchItem"}},
+    },
+    "required": ["accepted", "rejected", "items"],
+}
+_TRACKED_ITEM = {
+    "type": "object",
+    "properties": {
+        "index": {"type": "integer"},
+        "request_id": {"type": "string"},
+        "booking_id": {"type": ["integer", "null"]},
+        "state": {"enum": ["accepted", "stored", "superseded", "failed"]},
+        "stored_at": {"type": ["string", "null"], "format": "date-time"},
+        "reason": {"type": ["string", "null"]},
+    },
+    "required": ["request_id", "state"],
+}
+_TRACKING = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": "string"},
+        "state": {"enum": ["accepted", "stored", "failed", "partially_failed"]},
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/TrackedItem"}},
+    },
+    "required": ["request_id", "state", "items"],
+}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {
+        400: "Malformed JSON or body",
+        401: "No or unknown API key",
+        403: "Key without the needed scope",
+        404: "Unknown id",
+        408: "Body not received in time",
+        409: "Idempotency-Key reused with another body",
+        413: "Body or batch over the limit",
+        415: "Unsupported Content-Type",
+        422: "The ride broke the contract (every field error listed)",
+        429: "Rate limited (Retry-After, RateLimit-* headers)",
+        503: "Kafka unavailable or overloaded: not accepted, retry after Retry-After",
+    }
+    return {str(c): {"description": texts[c], "content": _json("Failed")} for c in codes}
+
+
+def build_openapi() -> dict[str, Any]:
+    ride_body = {"required": True, "content": _json("Ride")}
+    idem = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 200},
+        "description": "Retries with the same key return the first answer (24 h window).",
+    }
+    single = {
+        "summary": "Submit one ride; 202 only once Kafka has it (acks=all)",
+        "parameters": [idem],
+        "requestBody": ride_body,
+        "responses": {
+            "202": {"description": "Accepted and durable", "content": _json("Accepted")},
+            **_errors(400, 401, 403, 408, 409, 413, 415, 422, 429, 503),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "XRides ride ingestion API",
+            "version": "1.0.0",
+            "description": "Acknowledges a ride only once it is durably in Kafka; every ride is trackable.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Ride": ride_json_schema(),
+                "FieldError": _FIELD_ERROR,
+                "Failed": _FAILED,
+                "Accepted": _ACCEPTED,
+                "BatchItem": _BATCH_ITEM,
+                "Batch": _BATCH,
+                "TrackedItem": _TRACKED_ITEM,
+                "Tracking": _TRACKING,
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/rides": {"post": {**single, "operationId": "postRide"}},
+            "/xride_data": {"post": {**single, "operationId": "postRideLegacy", "deprecated": True}},
+            "/v1/rides/batch": {
+                "post": {
+                    "operationId": "postRideBatch",
+                    "summary": "Submit up to max_batch_items rides (JSON array or NDJSON)",
+                    "parameters": [idem],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Ride"}}
+                            },
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "202": {"description": "Every item accepted", "content": _json("Batch")},
+                        "207": {
+                            "description": "Some items accepted, some rejected",
+                            "content": _json("Batch"),
+                        },
+                        "422": {"description": "Every item rejected", "content": _json("Batch")},
+                        **_errors(400, 401, 403, 408, 409, 413, 415, 429, 503),
+                    },
+                }
+            },
+            "/v1/requests/{request_id}": {
+                "get": {
+                    "operationId": "getRequest",
+                    "summary": "Lifecycle of a request: accepted -> stored | failed, per item",
+                    "parameters": [
+                        {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "State", "content": _json("Tracking")},
+                        **_errors(401, 404, 503),
+                    },
+                }
+            },
+            "/v1/rides/{booking_id}": {
+                "get": {
+                    "operationId": "getRide",
+                    "summary": "The latest stored version of a ride",
+                    "parameters": [
+                        {
+                            "name": "booking_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    ],
+                    "responses": {"200": {"description": "The stored ride"}, **_errors(401, 404, 503)},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "security": [],
+                    "responses": {"200": {"description": "Alive"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Kafka reachable"},
+                        "503": {"description": "Not ready"},
+                    },
+                }
+            },
+        },
+    }

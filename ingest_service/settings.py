@@ -1,0 +1,37 @@
+"""The API's settings: ``XRIDES_*`` variables, defaults that work with the local stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    SECRETS: ClassVar[tuple[str, ...]] = ("api_key", "api_key_hashes")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_public_url: str = ""  # base of status_url links; empty: derived from the request
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
+    rides_topic: str = "rides"
+    requests_topic: str = "requests"  # batch manifests (tracking), same retention as rides
+    requests_partitions: int = 3
+    topic_retention_ms: int = 7 * 24 * 3600 * 1000
+    local_zone: str = "Asia/Kolkata"  # zone of dates sent without an offset
+    # Limits
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch_items: int = 1000
+    max_in_flight: int = 4096  # concurrent requests; over it: 503 + Retry-After
+    delivery_timeout_ms: int = 5000  # Kafka must acknowledge within this, else 503
+    read_timeout_s: float = 10.0  # a client that sends its body slower than this is cut off
+    rate_limit_per_s: float = 5000.0  # rides per second per API key (token bucket)
+    rate_limit_burst: float = 20000.0
+    idempotency_ttl_s: int = 24 * 3600
+    idempotency_max_entries: int = 500_000
+    # Auth: comma-separated ``id:scope+scope:sha256hex`` entries; the dev key comes from api_key.
+    api_key_hashes: str = ""
+    api_key: str = ""
+    auth_required: bool = True
+    log_level: str = "INFO"

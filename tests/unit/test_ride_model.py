@@ -1,0 +1,239 @@
+"""The ride contract: the prototype's examples verbatim, every field's edges, and properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xrides.ride import (
+    RIDE_FIELDS,
+    Kind,
+    Ride,
+    RideEnvelope,
+    RideValidationError,
+    decode_envelope,
+    example_ride,
+    parse_ride,
+)
+from xrides.ride.model import RIDE_ATTRIBUTES
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+
+
+def errors_of(data: object) -> list[dict[str, str]]:
+    with pytest.raises(RideValidationError) as info:
+        parse_ride(data)
+    return [e.as_dict() for e in info.value.errors]
+
+
+def test_dataclass_matches_field_table() -> None:
+    assert tuple(f.name for f in RIDE_FIELDS) == RIDE_ATTRIBUTES
+
+
+def test_prototype_example_is_accepted() -> None:
+    ride = parse_ride(example_ride())
+    assert ride.booking_id == 132512
+    assert ride.from_date == datetime(2013, 1, 1, 2, 0, tzinfo=KOLKATA)
+    assert ride.booking_created == datetime(2013, 1, 1, 1, 39, tzinfo=KOLKATA)
+    assert ride.to_date is None
+    assert ride.car_cancellation == 0
+
+
+def test_prototype_type_mismatch_message_verbatim() -> None:
+    errors = errors_of({**example_ride(), "vehicle_model_id": "28"})
+    assert len(errors) == 1
+    assert errors[0]["message"] == (
+        "vehicle_model_id data type mismatch, vehicle_model_id expected to be <class 'int'>"
+    )
+    assert errors[0]["field"] == "vehicle_model_id"
+    assert errors[0]["received"] == "'28'"
+
+
+def test_prototype_date_mismatch_message_verbatim() -> None:
+    errors = errors_of({**example_ride(), "booking_created": "1/1-2013 1:39:00"})
+    assert [e["message"] for e in errors] == [
+        "booking_created format mismatch, please send month/date/year hour:minute:seconds "
+    ]
+
+
+def test_all_errors_reported_together_in_field_order() -> None:
+    data = {**example_ride(), "user_id": "x", "from_date": "yesterday", "to_lat": 95.0, "fromlat": 1}
+    data.pop("driver_id")
+    fields = [e["field"] for e in errors_of(data)]
+    assert fields == ["user_id", "from_date", "to_lat", "driver_id", "fromlat"]
+
+
+def test_unknown_field_suggests_the_close_one() -> None:
+    (error,) = errors_of({**example_ride(), "from_lattitude": 1.0})
+    assert error["code"] == "unknown_field"
+    assert "did you mean from_lat?" in error["message"]
+
+
+def test_historical_car_cancellation_alias() -> None:
+    assert parse_ride({**example_ride(), "Car_Cancellation": 1}).car_cancellation == 1
+    (error,) = errors_of({**example_ride(), "Car_Cancellation": 1, "car_cancellation": 0})
+    assert error["code"] == "duplicate"
+
+
+@pytest.mark.parametrize("value", [True, False, 1.0, "1", [1], {"a": 1}])
+def test_integers_are_strict(value: object) -> None:
+    (error,) = errors_of({**example_ride(), "user_id": value})
+    assert error["code"] == "type_mismatch"
+
+
+@pytest.mark.parametrize(("field", "value"), [("booking_id", 0), ("user_id", -1), ("driver_id", 2**63)])
+def test_id_ranges(field: str, value: int) -> None:
+    (error,) = errors_of({**example_ride(), field: value})
+    assert error["code"] == "out_of_range"
+
+
+@pytest.mark.parametrize("value", [2, -1])
+def test_flags_are_zero_or_one(value: int) -> None:
+    (error,) = errors_of({**example_ride(), "online_booking": value})
+    assert error["message"] == "online_booking must be 0 or 1"
+
+
+@pytest.mark.parametrize(("field", "value"), [("from_lat", 90.01), ("from_long", -180.5), ("to_lat", -91)])
+def test_coordinates_in_range(field: str, value: float) -> None:
+    pair = {"from_lat": "from_long", "from_long": "from_lat", "to_lat": "to_long"}[field]
+    data = {**example_ride(), field: value, pair: 10.0}
+    (error,) = errors_of(data)
+    assert (error["field"], error["code"]) == (field, "out_of_range")
+
+
+def test_integer_coordinates_are_accepted_as_floats() -> None:
+    ride = parse_ride({**example_ride(), "from_lat": 12, "from_long": 77})
+    assert (ride.from_lat, ride.from_long) == (12.0, 77.0)
+
+
+def test_coordinates_come_in_pairs() -> None:
+    (error,) = errors_of({**example_ride(), "to_lat": None})
+    assert error["code"] == "pair"
+    both_null = parse_ride({**example_ride(), "to_lat": None, "to_long": None})
+    assert both_null.to_lat is None
+
+
+@pytest.mark.parametrize("field", [f.name for f in RIDE_FIELDS if not f.nullable and f.required])
+def test_required_fields_reject_null_and_absence(field: str) -> None:
+    (error,) = errors_of({**example_ride(), field: None})
+    assert (error["field"], error["code"]) == (field, "null")
+    data = example_ride()
+    del data[field]
+    (error,) = errors_of(data)
+    assert (error["field"], error["code"]) == (field, "missing")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1/1/2013 2:00:00", datetime(2012, 12, 31, 20, 30, tzinfo=UTC)),
+        ("1/1/2013 2:00", datetime(2012, 12, 31, 20, 30, tzinfo=UTC)),
+        ("12/31/2013 23:59:59", datetime(2013, 12, 31, 18, 29, 59, tzinfo=UTC)),
+        ("2013-01-01T02:00:00+05:30", datetime(2012, 12, 31, 20, 30, tzinfo=UTC)),
+        ("2013-01-01T02:00:00Z", datetime(2013, 1, 1, 2, 0, tzinfo=UTC)),
+        ("2013-01-01T02:00:00", datetime(2012, 12, 31, 20, 30, tzinfo=UTC)),
+        ("2013-01-01 02:00:00.250+00:00", datetime(2013, 1, 1, 2, 0, 0, 250000, tzinfo=UTC)),
+    ],
+)
+def test_accepted_date_forms(text: str, expected: datetime) -> None:
+    assert parse_ride({**example_ride(), "from_date": text}).from_date == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1/1-2013 1:39:00", "13/1/2013 1:00", "2/30/2013 1:00", "1/1/13 1:00", "1/1/1970 0:00", "", "2013"],
+)
+def test_rejected_date_forms(text: str) -> None:
+    (error,) = errors_of({**example_ride(), "to_date": text})
+    assert (error["field"], error["code"]) == ("to_date", "format_mismatch")
+
+
+def test_zone_is_configurable() -> None:
+    ride = parse_ride({**example_ride(), "from_date": "1/1/2013 2:00"}, ZoneInfo("UTC"))
+    assert ride.from_date == datetime(2013, 1, 1, 2, 0, tzinfo=UTC)
+
+
+def test_non_object_body() -> None:
+    (error,) = errors_of([example_ride()])
+    assert error["field"] == "$"
+
+
+def test_envelope_round_trip() -> None:
+    ride = parse_ride(example_ride())
+    envelope = RideEnvelope(ride=ride, version=1_700_000_000_000_000)
+    assert envelope.key() == b"132512"
+    assert decode_envelope(envelope.encode()) == envelope
+
+
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"[]", b'{"schema": 2}', b'{"schema": 1, "version": true, "ride": {}}']
+)
+def test_poisoned_envelopes_are_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_envelope(raw)
+
+
+# --- properties -------------------------------------------------------------------------------
+
+_timestamps = st.datetimes(
+    min_value=datetime(2001, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)
+).map(lambda d: d.replace(microsecond=0))
+
+
+def _value_strategy(kind: Kind, nullable: bool) -> st.SearchStrategy[Any]:
+    base: st.SearchStrategy[Any]
+    if kind is Kind.ID:
+        base = st.integers(1, 2**63 - 1)
+    elif kind is Kind.INT:
+        base = st.integers(0, 10_000)
+    elif kind is Kind.FLAG:
+        base = st.sampled_from([0, 1])
+    elif kind is Kind.LATITUDE:
+        base = st.floats(-90, 90, allow_nan=False)
+    elif kind is Kind.LONGITUDE:
+        base = st.floats(-180, 180, allow_nan=False)
+    else:
+        base = _timestamps
+    return st.one_of(st.none(), base) if nullable else base
+
+
+@st.composite
+def valid_rides(draw: st.DrawFn) -> Ride:
+    values = {f.name: draw(_value_strategy(f.kind, f.nullable)) for f in RIDE_FIELDS}
+    for lat, lon in (("from_lat", "from_long"), ("to_lat", "to_long")):
+        if values[lat] is None or values[lon] is None:
+            values[lat] = values[lon] = None
+    return Ride(**values)
+
+
+@settings(max_examples=300)
+@given(valid_rides())
+def test_valid_rides_round_trip_through_json(ride: Ride) -> None:
+    wire = orjson.loads(orjson.dumps(ride.to_wire()))
+    assert parse_ride(wire) == ride
+
+
+_bad_values = st.one_of(
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(), st.none()),
+)
+
+
+@settings(max_examples=300)
+@given(valid_rides(), st.sampled_from(RIDE_FIELDS), _bad_values)
+def test_mutated_rides_are_rejected_naming_the_field(ride: Ride, field: Any, bad: object) -> None:
+    wire = ride.to_wire()
+    if field.kind is Kind.TIMESTAMP and isinstance(bad, str):
+        bad = "x" + bad  # a string starting with x is never a date
+    wire[field.name] = bad
+    with pytest.raises(RideValidationError) as info:
+        parse_ride(wire)
+    assert field.name in {e.field for e in info.value.errors}
