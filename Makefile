@@ -53,7 +53,7 @@ test: install up
 	$(MAKE) --no-print-directory lint
 
 run: up
-	$(WITH_ENV) $(VPY) -m ingest_service.demo
+	$(WITH_ENV) $(VPY) -m loadgen.demo
 
 clean: down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

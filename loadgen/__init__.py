@@ -1,0 +1,1 @@
+"""Synthetic XRides traffic: a realistic ride generator, the demo stream and (later) load tests."""
