@@ -70,12 +70,13 @@ class RideProducer:
             await asyncio.to_thread(self._producer.partitions_for, topic)
 
     def ready(self, topic: str) -> bool:
-        """Non-blocking: do we know the topic's partitions and is some broker connection up?"""
-        if self._producer is None:
+        """Non-blocking: do we know the topic's partitions, and is a connection to a broker up?"""
+        producer = self._producer
+        if producer is None or producer._metadata.partitions_for_topic(topic) is None:
             return False
-        if self._producer._metadata.partitions_for_topic(topic) is None:
-            return False
-        return bool(self._producer.bootstrap_connected() or self._producer._client.least_loaded_node())
+        # kafka-python has no public "connected" query; its sender's client knows each broker.
+        client = producer._sender._client
+        return any(client.connected(broker.node_id) for broker in producer._metadata.brokers())
 
     async def send_many(
         self,

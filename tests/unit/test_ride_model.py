@@ -237,3 +237,11 @@ def test_mutated_rides_are_rejected_naming_the_field(ride: Ride, field: Any, bad
     with pytest.raises(RideValidationError) as info:
         parse_ride(wire)
     assert field.name in {e.field for e in info.value.errors}
+
+
+def test_nullable_fields_may_be_left_out() -> None:
+    data = {k: v for k, v in example_ride().items() if v is not None}
+    data.pop("to_lat")
+    data.pop("to_long")
+    ride = parse_ride(data)
+    assert (ride.package_id, ride.to_date, ride.to_lat, ride.to_long) == (None, None, None, None)

@@ -28,8 +28,13 @@ class FieldSpec:
     kind: Kind
     nullable: bool
     description: str
-    required: bool = True  # False: may be absent (then ``default`` applies)
     default: int | None = None
+    # May the key be absent? Nullable fields may (absent means null); so may fields with a default.
+    optional: bool = False
+
+    @property
+    def required(self) -> bool:
+        return not (self.nullable or self.optional)
 
 
 RIDE_FIELDS: tuple[FieldSpec, ...] = (
@@ -57,8 +62,8 @@ RIDE_FIELDS: tuple[FieldSpec, ...] = (
         Kind.FLAG,
         False,
         "1 when the ride was cancelled; absent means 0 (a later message may set it)",
-        required=False,
         default=0,
+        optional=True,
     ),
 )
 
