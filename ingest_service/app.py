@@ -76,6 +76,15 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except XRidesError as error:
         REJECTS.labels(error.code).inc()
         response = error_response(error)
+        log.info(
+            "request refused",
+            extra={
+                "http.route": route,
+                "error.code": error.code,
+                "error.message": error.message[:500],
+                "booking_id": error.details.get("booking_id"),
+            },
+        )
     except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes and methods
         response = json_response(
             {"status": "Failed", "error_message": exc.reason, "error_code": "http_error"}, exc.status

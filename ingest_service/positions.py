@@ -37,7 +37,6 @@ class KafkaPositions:
                 enable_auto_commit=False,
                 client_id="xrides-api-tracking",
                 request_timeout_ms=5000,
-                api_version_auto_timeout_ms=3000,
             )
         return self._consumer
 

@@ -6,6 +6,7 @@ before anything is written, so a rejected ride leaves no trace downstream.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ from xrides.request_ids import Position, batch_request_id, ride_request_id
 from xrides.ride import Ride, RideEnvelope, RideValidationError, new_version, parse_ride
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+log = logging.getLogger("ingest_service.rides")
 
 
 def status_url(services: Services, request_id: str) -> str:
@@ -105,6 +108,16 @@ async def post_ride(request: web.Request) -> web.Response:
             )
         RIDES_ACCEPTED.inc()
         request_id = ride_request_id(result.partition, result.offset)
+        log.info(
+            "ride accepted",
+            extra={
+                "request.id": request_id,
+                "booking_id": ride.booking_id,
+                "kafka.partition": result.partition,
+                "kafka.offset": result.offset,
+                "client.key_id": key.key_id,
+            },
+        )
         body = {
             "booking_id": ride.booking_id,
             "status": "Success",
@@ -195,6 +208,15 @@ async def post_batch(request: web.Request) -> web.Response:
                 body["warning"] = "batch id unavailable; track items by their own request_id"
         body["accepted"] = len(written)
         body["rejected"] = len(values) - len(written)
+        log.info(
+            "batch accepted",
+            extra={
+                "request.id": body["request_id"],
+                "batch.accepted": len(written),
+                "batch.rejected": body["rejected"],
+                "client.key_id": key.key_id,
+            },
+        )
         body["items"] = items
         code = 202 if len(written) == len(values) else (207 if written else 422)
         return json_response(body, code, _rate_headers(services, remaining))

@@ -33,5 +33,4 @@ class ApiSettings:
     # Auth: comma-separated ``id:scope+scope:sha256hex`` entries; the dev key comes from api_key.
     api_key_hashes: str = ""
     api_key: str = ""
-    auth_required: bool = True
     log_level: str = "INFO"

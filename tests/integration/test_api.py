@@ -11,11 +11,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import PlatformProcess
 from kafka import KafkaConsumer, TopicPartition
 
 from xrides.request_ids import parse_request_id
 from xrides.ride import decode_envelope, example_ride, parse_ride
+
+from conftest import PlatformProcess
 
 pytestmark = pytest.mark.integration
 
