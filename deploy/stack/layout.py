@@ -1,0 +1,91 @@
+"""Where the stack keeps its state, resolved once per command.
+
+All state lives under one directory (``<repo>/.stack`` unless ``XRIDES_STACK_DIR``
+says otherwise) so that ``down --purge`` and a second stack elsewhere are simple.
+The environment is read when a command starts, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one stack; every service derives its own directories from it."""
+
+    repo: Path
+    root: Path
+
+    @property
+    def downloads(self) -> Path:
+        """Fetched artifacts; kept by ``down --purge`` because they are slow to fetch."""
+        return self.root / "downloads"
+
+    @property
+    def logs(self) -> Path:
+        """One ``<name>.log`` per service and platform process."""
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        """Pid files and the launcher lock."""
+        return self.root / "run"
+
+    @property
+    def bin(self) -> Path:
+        """Helper scripts for other tools (e.g. ``kafka-run-class`` for benchmarks)."""
+        return self.root / "bin"
+
+    @property
+    def env_file(self) -> Path:
+        """Shell ``export`` lines the platform and tests source."""
+        return self.root / "env"
+
+    @property
+    def api_key_file(self) -> Path:
+        """The development API key, generated once so it is stable across ``up``."""
+        return self.root / "api-dev-key"
+
+    @property
+    def venv_python(self) -> Path:
+        """The project venv's interpreter, used for platform processes and hooks."""
+        return self.repo / ".venv" / "bin" / "python"
+
+    def service_dir(self, name: str) -> Path:
+        """Per-service working area (config, data, installs)."""
+        return self.root / name
+
+    def log_file(self, name: str) -> Path:
+        """Log of one service or platform process."""
+        return self.logs / f"{name}.log"
+
+    def pid_file(self, name: str) -> Path:
+        """Pid file of one service or platform process."""
+        return self.run / f"{name}.pid"
+
+
+def resolve_layout(environ: Mapping[str, str], repo: Path = REPO_ROOT) -> Layout:
+    """Build the layout, honouring ``XRIDES_STACK_DIR`` so a second stack can live elsewhere."""
+    override = environ.get("XRIDES_STACK_DIR", "").strip()
+    root = Path(override).expanduser().resolve() if override else repo / ".stack"
+    return Layout(repo=repo, root=root)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a command needs: the layout plus the environment it was started with."""
+
+    layout: Layout
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Context:
+        """Snapshot the environment once, at command start."""
+        env = dict(os.environ if environ is None else environ)
+        return cls(layout=resolve_layout(env), environ=env)

@@ -1,0 +1,75 @@
+"""The Kafka topics the platform expects to exist (auto-creation is off).
+
+Which topics exist is asked over the wire (no JVM); only missing ones cost a
+``TopicCommand`` run, so a warm ``up`` does not pay three JVM starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from deploy.stack import settings
+from deploy.stack.errors import StackError
+from deploy.stack.kafkawire import fetch_metadata
+from deploy.stack.progress import say
+
+TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic and the partition count it is created with."""
+
+    name: str
+    partitions: int
+
+
+def wanted_topics(environ: Mapping[str, str]) -> list[TopicSpec]:
+    """Platform topics; ``rides`` partitions come from ``XRIDES_RIDES_PARTITIONS`` (default 6)."""
+    raw = environ.get("XRIDES_RIDES_PARTITIONS", "6").strip() or "6"
+    try:
+        rides = int(raw)
+    except ValueError:
+        rides = 0
+    if rides < 1:
+        raise StackError(f"XRIDES_RIDES_PARTITIONS must be a positive integer, got {raw!r}")
+    return [TopicSpec("rides", rides), TopicSpec("rides.dlq", 3), TopicSpec("logs", 3)]
+
+
+def ensure_topics(run_class: Sequence[str], wanted: Sequence[TopicSpec]) -> list[str]:
+    """Create the missing topics with Kafka's TopicCommand; returns the names created.
+
+    ``run_class`` is the java command line up to (not including) the class name.
+    """
+    existing = fetch_metadata(settings.HOST, settings.KAFKA_PORT, all_topics=True).topics
+    created: list[str] = []
+    for topic in wanted:
+        have = existing.get(topic.name)
+        if have is not None:
+            if have != topic.partitions:
+                say(
+                    f"kafka: topic {topic.name} has {have} partitions (wanted {topic.partitions}); left as is"
+                )
+            continue
+        cmd = [
+            *run_class,
+            TOPIC_COMMAND,
+            "--bootstrap-server",
+            settings.KAFKA_BOOTSTRAP,
+            "--create",
+            "--if-not-exists",
+            "--topic",
+            topic.name,
+            "--partitions",
+            str(topic.partitions),
+            "--replication-factor",
+            "1",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise StackError(f"kafka: creating topic {topic.name} failed (exit {result.returncode}):\n{tail}")
+        created.append(topic.name)
+    return created

@@ -1,0 +1,168 @@
+"""The local stack, exercised with the client libraries the platform itself uses.
+
+Each test talks to one real service started by ``python3 -m deploy.stack up``.
+A service that is not there fails the test: these are never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import asyncpg
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from botocore.config import Config
+from elasticsearch import Elasticsearch
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from pyarrow import fs
+
+from stack_env import stack_setting
+
+pytestmark = pytest.mark.integration
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_kafka_produce_and_consume_on_a_fresh_topic() -> None:
+    bootstrap = stack_setting("XRIDES_KAFKA_BOOTSTRAP")
+    topic = _unique("stack-it")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stack-it", request_timeout_ms=30000)
+    try:
+        admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        try:
+            meta = producer.send(topic, key=b"ride-1", value=b'{"ride_id": 1}').get(timeout=30)
+            producer.flush(timeout=30)
+        finally:
+            producer.close(timeout=10)
+        assert meta.topic == topic
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=20000
+        )
+        try:
+            partition = TopicPartition(topic, meta.partition)
+            consumer.assign([partition])
+            consumer.seek_to_beginning(partition)
+            received = next(iter(consumer))
+        finally:
+            consumer.close()
+        assert (received.key, received.value) == (b"ride-1", b'{"ride_id": 1}')
+        assert set(admin.list_topics()) >= {topic, "rides", "rides.dlq", "logs"}
+    finally:
+        try:
+            admin.delete_topics([topic])
+        finally:
+            admin.close()
+
+
+def test_postgres_select_and_create_insert_select() -> None:
+    dsn = stack_setting("XRIDES_PG_DSN")
+    table = _unique("stack_it").replace("-", "_")
+
+    async def scenario() -> tuple[int, list[Any]]:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            one = await conn.fetchval("select 1")
+            await conn.execute(f"create table {table} (id bigint primary key, city text not null)")
+            try:
+                await conn.executemany(f"insert into {table} values ($1, $2)", [(1, "Lisbon"), (2, "Porto")])
+                rows = await conn.fetch(f"select id, city from {table} order by id")
+            finally:
+                await conn.execute(f"drop table {table}")
+            return one, [tuple(row) for row in rows]
+        finally:
+            await conn.close()
+
+    one, rows = asyncio.run(scenario())
+    assert one == 1
+    assert rows == [(1, "Lisbon"), (2, "Porto")]
+
+
+def test_elasticsearch_index_and_search() -> None:
+    es = Elasticsearch(stack_setting("XRIDES_ES_URL"), request_timeout=30)
+    index = _unique("stack-it")
+    try:
+        health = es.cluster.health(wait_for_status="yellow", timeout="30s")
+        assert health["status"] in {"green", "yellow"}
+        es.indices.create(
+            index=index, mappings={"properties": {"city": {"type": "keyword"}, "km": {"type": "float"}}}
+        )
+        es.index(index=index, id="r1", document={"city": "Lisbon", "km": 3.5}, refresh="wait_for")
+        es.index(index=index, id="r2", document={"city": "Porto", "km": 7.0}, refresh="wait_for")
+        found = es.search(index=index, query={"term": {"city": "Porto"}})
+        assert [hit["_id"] for hit in found["hits"]["hits"]] == ["r2"]
+    finally:
+        es.indices.delete(index=index, ignore_unavailable=True)
+        es.close()
+
+
+def _s3_client() -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=stack_setting("XRIDES_S3_ENDPOINT"),
+        aws_access_key_id=stack_setting("XRIDES_S3_ACCESS_KEY"),
+        aws_secret_access_key=stack_setting("XRIDES_S3_SECRET_KEY"),
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+def test_s3_put_and_get_with_boto3() -> None:
+    s3 = _s3_client()
+    bucket = stack_setting("XRIDES_S3_BUCKET")
+    key = f"stack-it/{_unique('obj')}.json"
+    body = json.dumps({"ride_id": 1}).encode()
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    try:
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="stack-it/")
+        assert key in [item["Key"] for item in listed.get("Contents", [])]
+    finally:
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+def test_s3_parquet_roundtrip_with_pyarrow() -> None:
+    endpoint = stack_setting("XRIDES_S3_ENDPOINT")
+    scheme, _, host = endpoint.partition("://")
+    s3fs = fs.S3FileSystem(
+        access_key=stack_setting("XRIDES_S3_ACCESS_KEY"),
+        secret_key=stack_setting("XRIDES_S3_SECRET_KEY"),
+        endpoint_override=host,
+        scheme=scheme,
+        region="us-east-1",
+    )
+    path = f"{stack_setting('XRIDES_S3_BUCKET')}/stack-it/{_unique('rides')}.parquet"
+    table = pa.table({"ride_id": [1, 2, 3], "city": ["Lisbon", "Porto", "Faro"], "km": [3.5, 7.0, 1.25]})
+    pq.write_table(table, path, filesystem=s3fs)
+    try:
+        assert pq.read_table(path, filesystem=s3fs).equals(table)
+        assert s3fs.get_file_info(path).type == fs.FileType.File
+    finally:
+        s3fs.delete_file(path)
+
+
+def test_prometheus_scrapes_itself() -> None:
+    url = stack_setting("XRIDES_PROMETHEUS_URL") + "/api/v1/targets"
+    deadline = time.monotonic() + 30  # the first scrape happens within one interval (5 s)
+    health = "unknown"
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            payload = json.load(response)
+        targets = payload["data"]["activeTargets"]
+        own = [t for t in targets if t["labels"].get("job") == "prometheus"]
+        assert own, f"no self-scrape target in {targets}"
+        health = own[0]["health"]
+        if health == "up":
+            break
+        time.sleep(1)
+    assert health == "up"

@@ -1,0 +1,328 @@
+"""Fast tests of the stack launcher's pure parts (no service is started)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from deploy.stack import configs, envfile, settings
+from deploy.stack.commands import select
+from deploy.stack.errors import StackError
+from deploy.stack.jvm import parse_major
+from deploy.stack.kafkawire import metadata_request, parse_metadata
+from deploy.stack.layout import resolve_layout
+from deploy.stack.platform import REGISTRY, PlatformProcess
+from deploy.stack.preflight import ensure_disk_space, ensure_ports_free, port_owner, port_taken
+from deploy.stack.processes import is_stale, live_pid, process_start_ticks, read_pid_file, write_pid_file
+from deploy.stack.s3signing import sign_headers
+from deploy.stack.topics import wanted_topics
+
+EXPECTED_VARIABLES = [
+    "XRIDES_KAFKA_BOOTSTRAP",
+    "XRIDES_PG_DSN",
+    "XRIDES_ES_URL",
+    "XRIDES_S3_ENDPOINT",
+    "XRIDES_S3_ACCESS_KEY",
+    "XRIDES_S3_SECRET_KEY",
+    "XRIDES_S3_BUCKET",
+    "XRIDES_PROMETHEUS_URL",
+    "XRIDES_API_URL",
+    "XRIDES_API_KEY",
+]
+
+
+# --- env file -------------------------------------------------------------------------------
+
+
+def test_env_file_has_exactly_the_platform_variables() -> None:
+    variables = envfile.stack_variables("k3y")
+    assert list(variables) == EXPECTED_VARIABLES
+    assert variables["XRIDES_KAFKA_BOOTSTRAP"] == "127.0.0.1:19092"
+    assert variables["XRIDES_PG_DSN"] == "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
+    assert variables["XRIDES_ES_URL"] == "http://127.0.0.1:19200"
+    assert variables["XRIDES_S3_ENDPOINT"] == "http://127.0.0.1:19000"
+    assert variables["XRIDES_S3_ACCESS_KEY"] == "xrides"
+    assert variables["XRIDES_S3_SECRET_KEY"] == "xrides-secret"
+    assert variables["XRIDES_S3_BUCKET"] == "xrides-archive"
+    assert variables["XRIDES_PROMETHEUS_URL"] == "http://127.0.0.1:19090"
+    assert variables["XRIDES_API_URL"] == "http://127.0.0.1:8000"
+    assert variables["XRIDES_API_KEY"] == "k3y"
+
+
+def test_env_file_renders_export_lines_that_round_trip() -> None:
+    variables = envfile.stack_variables("a key with 'quotes' & spaces")
+    text = envfile.render(variables)
+    assert all(line.startswith("export XRIDES_") for line in text.splitlines())
+    assert "export XRIDES_KAFKA_BOOTSTRAP=127.0.0.1:19092\n" in text
+    assert envfile.parse(text) == variables
+
+
+def test_env_file_is_valid_shell(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    envfile.write(path, envfile.stack_variables("x-y_z"))
+    out = subprocess.run(
+        ["sh", "-c", f'. "{path}" && printf %s "$XRIDES_PG_DSN|$XRIDES_API_KEY"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "postgresql://xrides:xrides@127.0.0.1:15432/xrides|x-y_z"
+
+
+def test_env_file_write_reports_changes_only(tmp_path: Path) -> None:
+    path = tmp_path / "env"
+    assert envfile.write(path, {"A": "1"}) is True
+    assert envfile.write(path, {"A": "1"}) is False
+    assert envfile.write(path, {"A": "2"}) is True
+
+
+def test_api_key_is_generated_once_and_stays_stable(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-dev-key"
+    first = envfile.ensure_api_key(key_file)
+    assert len(first) >= 32
+    assert envfile.ensure_api_key(key_file) == first
+    assert key_file.stat().st_mode & 0o077 == 0
+
+
+# --- ports ----------------------------------------------------------------------------------
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+def test_port_taken_detects_a_listener_and_its_release() -> None:
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
+    try:
+        assert port_taken(port) is True
+    finally:
+        sock.close()
+    assert port_taken(port) is False
+
+
+def test_port_owner_names_this_process() -> None:
+    sock = _listening_socket()
+    try:
+        owner = port_owner(sock.getsockname()[1])
+    finally:
+        sock.close()
+    assert owner.pid == os.getpid()
+
+
+def test_ensure_ports_free_names_service_port_and_owner() -> None:
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
+    try:
+        with pytest.raises(StackError) as info:
+            ensure_ports_free("kafka", (port,))
+    finally:
+        sock.close()
+    message = str(info.value)
+    assert message.startswith(f"kafka: port {port} is already taken by pid {os.getpid()}")
+    assert "\n" not in message
+    ensure_ports_free("kafka", (port,))  # free again: no error
+
+
+# --- pid files ------------------------------------------------------------------------------
+
+
+def test_pid_file_of_a_live_process_is_not_stale(tmp_path: Path) -> None:
+    pid_file = tmp_path / "self.pid"
+    write_pid_file(pid_file, os.getpid())
+    assert live_pid(pid_file) == os.getpid()
+    assert is_stale(pid_file) is False
+
+
+def test_pid_file_of_an_exited_process_is_stale(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    pid_file = tmp_path / "gone.pid"
+    write_pid_file(pid_file, proc.pid)
+    proc.wait()
+    assert live_pid(pid_file) is None
+    assert is_stale(pid_file) is True
+
+
+def test_pid_file_with_reused_pid_is_stale(tmp_path: Path) -> None:
+    """Same pid, different start time: the pid now belongs to someone else."""
+    pid_file = tmp_path / "reused.pid"
+    ticks = process_start_ticks(os.getpid())
+    assert ticks is not None
+    pid_file.write_text(f"{os.getpid()} {ticks + 12345}\n", encoding="ascii")
+    assert live_pid(pid_file) is None
+    assert is_stale(pid_file) is True
+
+
+def test_garbled_or_missing_pid_file(tmp_path: Path) -> None:
+    garbled = tmp_path / "garbled.pid"
+    garbled.write_text("not a pid\n", encoding="ascii")
+    assert read_pid_file(garbled) is None
+    assert is_stale(garbled) is True
+    missing = tmp_path / "missing.pid"
+    assert is_stale(missing) is False
+    assert live_pid(missing) is None
+
+
+# --- layout, selection, misc ----------------------------------------------------------------
+
+
+def test_stack_dir_defaults_to_repo_and_honours_override(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    assert resolve_layout({}, repo).root == repo / ".stack"
+    other = tmp_path / "elsewhere"
+    layout = resolve_layout({"XRIDES_STACK_DIR": str(other)}, repo)
+    assert layout.root == other.resolve()
+    assert layout.log_file("kafka") == other.resolve() / "logs" / "kafka.log"
+
+
+def test_only_selection_splits_services_and_platform() -> None:
+    services, platform = select(["postgres", "kafka", "api"])
+    assert services == {"postgres", "kafka"}
+    assert platform == {"api"}
+    with pytest.raises(StackError, match="unknown part"):
+        select(["postgress"])
+
+
+def test_low_disk_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="low disk space"):
+        ensure_disk_space(tmp_path, minimum=1 << 60)
+    ensure_disk_space(tmp_path, minimum=1)
+
+
+def test_java_version_parsing() -> None:
+    assert parse_major('"17.0.15"') == 17
+    assert parse_major("25") == 25
+    assert parse_major("1.8.0_392") == 8
+    assert parse_major("garbage") is None
+
+
+def test_rides_partitions_come_from_the_environment() -> None:
+    assert [(t.name, t.partitions) for t in wanted_topics({})] == [
+        ("rides", 6),
+        ("rides.dlq", 3),
+        ("logs", 3),
+    ]
+    assert wanted_topics({"XRIDES_RIDES_PARTITIONS": "12"})[0].partitions == 12
+    with pytest.raises(StackError, match="XRIDES_RIDES_PARTITIONS"):
+        wanted_topics({"XRIDES_RIDES_PARTITIONS": "zero"})
+
+
+def test_platform_process_runs_only_when_its_module_exists(tmp_path: Path) -> None:
+    proc = PlatformProcess(
+        "api", (".venv/bin/python", "-m", "ingest_service"), "http://x/healthz", "127.0.0.1:8000"
+    )
+    assert proc.module_present(tmp_path) is False
+    (tmp_path / "ingest_service").mkdir()
+    (tmp_path / "ingest_service" / "__main__.py").write_text("", encoding="utf-8")
+    assert proc.module_present(tmp_path) is True
+    assert proc.resolved_argv(tmp_path) == [str(tmp_path / ".venv/bin/python"), "-m", "ingest_service"]
+    assert proc.port == 8000
+    assert {p.name for p in REGISTRY} >= {"api", "persister"}
+
+
+# --- rendered configs -----------------------------------------------------------------------
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_kafka_properties_single_node_kraft(tmp_path: Path) -> None:
+    props = _props(configs.kafka_server_properties(tmp_path / "data"))
+    assert props["process.roles"] == "broker,controller"
+    assert props["node.id"] == "1"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["auto.create.topics.enable"] == "false"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "min.insync.replicas",
+    ):
+        assert props[key] == "1"
+
+
+def test_postgres_settings_keep_durability() -> None:
+    conf = configs.postgres_conf()
+    for line in ("port = 15432", "shared_buffers = 256MB", "fsync = on", "synchronous_commit = on"):
+        assert line in conf
+    assert "listen_addresses = '127.0.0.1'" in conf
+
+
+def test_elasticsearch_yml(tmp_path: Path) -> None:
+    yml = configs.elasticsearch_yml(tmp_path / "data", tmp_path / "logs")
+    assert 'discovery.type: "single-node"' in yml
+    assert "http.port: 19200" in yml
+    assert "transport.port: 19300" in yml
+    assert "xpack.security.enabled: false" in yml
+    assert "cluster.routing.allocation.disk.threshold_enabled: false" in yml
+
+
+def test_s3proxy_properties(tmp_path: Path) -> None:
+    props = _props(configs.s3proxy_properties(tmp_path))
+    assert props["s3proxy.endpoint"] == "http://127.0.0.1:19000"
+    assert props["s3proxy.authorization"] == "aws-v2-or-v4"
+    assert (props["s3proxy.identity"], props["s3proxy.credential"]) == ("xrides", "xrides-secret")
+    assert props["jclouds.filesystem.basedir"] == str(tmp_path)
+    assert props["s3proxy.ignore-unknown-headers"] == "true"
+
+
+def test_prometheus_yml_lists_self_targets_and_rules() -> None:
+    yml = configs.prometheus_yml([("api", "127.0.0.1:8000")], "/repo/dashboards/prometheus/rules/*.yml")
+    assert "scrape_interval: 5s" in yml
+    assert '      - targets: ["127.0.0.1:19090"]' in yml
+    assert '  - job_name: "api"' in yml
+    assert '      - targets: ["127.0.0.1:8000"]' in yml
+    assert '  - "/repo/dashboards/prometheus/rules/*.yml"' in yml
+    assert "rule_files" not in configs.prometheus_yml([], None)
+
+
+# --- wire formats ---------------------------------------------------------------------------
+
+
+def _kstr(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def test_kafka_metadata_request_and_response_parsing() -> None:
+    request = metadata_request(7, all_topics=True)
+    assert struct.unpack_from(">ihhi", request) == (len(request) - 4, 3, 4, 7)
+    body = struct.pack(">i", 0)  # throttle
+    body += struct.pack(">i", 1) + struct.pack(">i", 1) + _kstr("127.0.0.1") + struct.pack(">ih", 19092, -1)
+    body += _kstr("cluster") + struct.pack(">i", 1)
+    body += struct.pack(">i", 1)  # one topic
+    body += struct.pack(">h", 0) + _kstr("rides") + b"\x00" + struct.pack(">i", 2)
+    for index in range(2):
+        body += struct.pack(">hii", 0, index, 1) + struct.pack(">ii", 1, 1) + struct.pack(">ii", 1, 1)
+    view = parse_metadata(body)
+    assert view.brokers == 1
+    assert view.topics == {"rides": 2}
+
+
+def test_sigv4_matches_the_aws_documented_example() -> None:
+    """The GET Object example from the AWS SigV4 documentation."""
+    headers = sign_headers(
+        "GET",
+        "examplebucket.s3.amazonaws.com",
+        "/test.txt",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        headers={"Range": "bytes=0-9"},
+        now=datetime(2013, 5, 24, tzinfo=UTC),
+    )
+    assert headers["Authorization"].endswith(
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+    )
+    assert settings.S3_REGION == "us-east-1"
