@@ -8,6 +8,7 @@ marker makes the fetch a no-op on later runs, which keeps a warm ``up`` fast.
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -94,6 +95,7 @@ def fetch_maven(
         mvn,
         "-B",
         "-q",
+        "-U",  # do not trust a cached "not found" from an earlier failed attempt
         "-f",
         str(dest / "pom.xml"),
         "dependency:copy-dependencies",
@@ -107,13 +109,25 @@ def fetch_maven(
     except subprocess.TimeoutExpired as exc:
         raise StackError(f"download of {coords} timed out after {timeout:.0f}s") from exc
     if result.returncode != 0:
-        lines = (result.stdout + result.stderr).strip().splitlines()
-        errors = [line for line in lines if "ERROR" in line] or lines
-        raise StackError(
-            f"download of {coords} failed (mvn exit {result.returncode}):\n" + "\n".join(errors[-15:])
-        )
+        output = mvn_error_tail(result.stdout + result.stderr)
+        raise StackError(f"download of {coords} failed (mvn exit {result.returncode}):\n{output}")
     (dest / COMPLETE_MARKER).write_text("ok\n", encoding="ascii")
     return lib
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MVN_BOILERPLATE = ("re-run maven", "for more information", "[help 1]", "to see the full stack trace")
+
+
+def mvn_error_tail(output: str, lines: int = 15) -> str:
+    """The informative part of Maven's output: ERROR lines without colour codes and boilerplate."""
+    clean = [_ANSI.sub("", line).rstrip() for line in output.strip().splitlines()]
+    errors = []
+    for line in clean:
+        text = line.replace("[ERROR]", "", 1).strip()
+        if "ERROR" in line and text and not text.lower().startswith(_MVN_BOILERPLATE):
+            errors.append(line)
+    return "\n".join((errors or clean)[-lines:])
 
 
 def extract_zip(archive: Path, dest: Path) -> Path:

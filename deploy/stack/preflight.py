@@ -71,7 +71,7 @@ def port_owner(port: int) -> PortOwner:
             for fd in (entry / "fd").iterdir():
                 if os.readlink(fd) in targets:
                     raw = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    return PortOwner(pid=int(entry.name), command=raw.strip()[:120])
+                    return PortOwner(pid=int(entry.name), command=" ".join(raw.split())[:100])
         except (FileNotFoundError, PermissionError, ProcessLookupError, NotADirectoryError):
             continue
     return PortOwner(pid=None, command="unknown")

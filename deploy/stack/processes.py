@@ -41,18 +41,24 @@ class PidRecord:
     start_ticks: int
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it does not exist."""
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, start ticks) of ``pid`` from /proc, zombies included; None if no such pid."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rfind(")") + 2 :].split()
     # fields[0] is field 3 (state); starttime is field 22.
-    if fields and fields[0] == "Z":
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a running ``pid`` in clock ticks since boot; None if gone or a zombie."""
+    state = process_state(pid)
+    if state is None or state[0] == "Z":
         return None
-    return int(fields[19])
+    return state[1]
 
 
 def process_group_of(pid: int) -> int | None:

@@ -9,6 +9,7 @@ answers signed requests, Prometheus can reload its config without a restart.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from deploy.stack.layout import Context
 from deploy.stack.platform import REGISTRY
 from deploy.stack.preflight import ensure_traversable
 from deploy.stack.probes import http_request
-from deploy.stack.processes import LaunchSpec, live_pid
+from deploy.stack.processes import LaunchSpec, live_pid, process_start_ticks
 from deploy.stack.progress import say
 from deploy.stack.s3signing import sign_headers
 from deploy.stack.topics import ensure_topics, wanted_topics
@@ -143,12 +144,35 @@ class Postgres(Service):
         chown_one(self.home)
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
+        self._clear_stale_lock()
         write_if_changed(self.data / "xrides-stack.conf", configs.postgres_conf())
         main_conf = self.data / "postgresql.conf"
         include = "include_if_exists = 'xrides-stack.conf'"
         text = main_conf.read_text(encoding="utf-8")
         if include not in text:
             main_conf.write_text(text + f"\n# Added by deploy.stack\n{include}\n", encoding="utf-8")
+
+    def _clear_stale_lock(self) -> None:
+        """Remove a ``postmaster.pid`` left by a killed server whose pid is now a zombie or reused.
+
+        A server killed after its launcher exited is reparented to init, and until
+        init reaps it the pid still answers ``kill(pid, 0)``, so PostgreSQL refuses
+        to start ("lock file postmaster.pid already exists"); after a reboot the pid
+        may belong to an unrelated process. This runs right before a start, after
+        the old process group was killed, so no backend can still be attached to
+        the old shared memory.
+        """
+        lock = self.data / "postmaster.pid"
+        try:
+            pid = int(lock.read_text(encoding="ascii").splitlines()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            cmdline = b""
+        if process_start_ticks(pid) is None or b"postgres" not in cmdline:
+            lock.unlink(missing_ok=True)
 
     def _initdb(self) -> None:
         if self.data.exists():
@@ -560,7 +584,14 @@ class Prometheus(Service):
         """Config for the current registry and the repo's rule folder (if it exists yet)."""
         rules = self.ctx.layout.repo / "dashboards" / "prometheus" / "rules"
         targets = [(proc.name, proc.metrics_target) for proc in REGISTRY]
-        return configs.prometheus_yml(targets, str(rules / "*.yml") if rules.is_dir() else None)
+        text = configs.prometheus_yml(targets, str(rules / "*.yml") if rules.is_dir() else None)
+        if rules.is_dir():
+            # A digest of the rule files makes an edited rule count as a config change (-> reload).
+            digest = hashlib.sha256()
+            for path in sorted(rules.glob("*.yml")):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+            text += f"# rule files digest: {digest.hexdigest()[:16]}\n"
+        return text
 
     def _write_checked(self) -> bool:
         """Write the config if it changed, validated by promtool so a bad rule file is named clearly."""
@@ -583,6 +614,7 @@ class Prometheus(Service):
                 timeout=60,
             )
             if result.returncode != 0:
+                candidate.unlink(missing_ok=True)
                 tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
                 raise StackError(f"prometheus: generated config (or a rule file) is invalid:\n{tail}")
         candidate.replace(self.config)

@@ -7,12 +7,15 @@ import socket
 import struct
 import subprocess
 import sys
+import time
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from deploy.stack import configs, envfile, settings
+from deploy.stack import configs, envfile, jvm, settings
+from deploy.stack.artifacts import MavenArtifact, extract_zip, mvn_error_tail, render_pom
 from deploy.stack.commands import select
 from deploy.stack.errors import StackError
 from deploy.stack.jvm import parse_major
@@ -20,7 +23,17 @@ from deploy.stack.kafkawire import metadata_request, parse_metadata
 from deploy.stack.layout import resolve_layout
 from deploy.stack.platform import REGISTRY, PlatformProcess
 from deploy.stack.preflight import ensure_disk_space, ensure_ports_free, port_owner, port_taken
-from deploy.stack.processes import is_stale, live_pid, process_start_ticks, read_pid_file, write_pid_file
+from deploy.stack.processes import (
+    LaunchSpec,
+    group_members,
+    is_stale,
+    live_pid,
+    process_start_ticks,
+    read_pid_file,
+    start,
+    stop,
+    write_pid_file,
+)
 from deploy.stack.s3signing import sign_headers
 from deploy.stack.topics import wanted_topics
 
@@ -173,6 +186,30 @@ def test_garbled_or_missing_pid_file(tmp_path: Path) -> None:
     assert live_pid(missing) is None
 
 
+def test_start_detaches_and_stop_ends_the_whole_group(tmp_path: Path) -> None:
+    """A started process gets its own session; stop() ends it and the children it spawned."""
+    script = "import subprocess, time; subprocess.Popen(['sleep', '60']); print('RE' + 'ADY', flush=True); time.sleep(60)"
+    spec = LaunchSpec(argv=[sys.executable, "-c", script], env=dict(os.environ), cwd=tmp_path)
+    log, pid_file = tmp_path / "logs" / "demo.log", tmp_path / "run" / "demo.pid"
+    proc = start(spec, log, pid_file)
+    try:
+        assert live_pid(pid_file) == proc.pid
+        assert os.getsid(proc.pid) == proc.pid  # own session, survives the launching shell
+        deadline = time.monotonic() + 10
+        while "READY" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "READY" in log.read_text()
+        # SIGTERM ends the leader; the 'sleep' child ignores it and is SIGKILLed with the group.
+        assert stop(pid_file, timeout=1) == proc.pid
+        proc.wait(timeout=5)
+        assert not pid_file.exists()
+        assert group_members(proc.pid) == []  # zombies awaiting init's reaping do not count
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "===== [stack]" in log.read_text()
+
+
 # --- layout, selection, misc ----------------------------------------------------------------
 
 
@@ -197,6 +234,19 @@ def test_low_disk_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="low disk space"):
         ensure_disk_space(tmp_path, minimum=1 << 60)
     ensure_disk_space(tmp_path, minimum=1)
+
+
+def test_too_old_java_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = tmp_path / "jvm" / "jdk-11"
+    (old / "bin").mkdir(parents=True)
+    (old / "bin" / "java").write_text("", encoding="ascii")
+    (old / "release").write_text('JAVA_VERSION="11.0.22"\n', encoding="ascii")
+    monkeypatch.setattr(jvm, "JVM_ROOT", tmp_path / "jvm")
+    with pytest.raises(StackError) as info:
+        jvm.find_jdk("elasticsearch", 21, {"PATH": str(tmp_path)}, ("ES_JAVA_HOME",))
+    assert str(info.value).startswith("elasticsearch needs Java 21+, found ")
+    assert "(Java 11)" in str(info.value)
+    assert jvm.find_jdk("kafka", 11, {"PATH": str(tmp_path)}).major == 11
 
 
 def test_java_version_parsing() -> None:
@@ -228,6 +278,44 @@ def test_platform_process_runs_only_when_its_module_exists(tmp_path: Path) -> No
     assert proc.resolved_argv(tmp_path) == [str(tmp_path / ".venv/bin/python"), "-m", "ingest_service"]
     assert proc.port == 8000
     assert {p.name for p in REGISTRY} >= {"api", "persister"}
+
+
+def test_maven_error_tail_keeps_the_cause_only() -> None:
+    output = (
+        "\x1b[1;31m[ERROR]\x1b[m Failed to execute goal: Could not find artifact a:b:jar:9 -> [Help 1]\n"
+        "[ERROR] \n[ERROR] To see the full stack trace of the errors, re-run Maven with the -e switch.\n"
+        "[ERROR] Re-run Maven using the -X switch to enable full debug logging.\n"
+        "[ERROR] [Help 1] http://example.invalid/help\n"
+    )
+    assert (
+        mvn_error_tail(output)
+        == "[ERROR] Failed to execute goal: Could not find artifact a:b:jar:9 -> [Help 1]"
+    )
+
+
+def test_pom_lists_type_and_classifier() -> None:
+    fat = MavenArtifact("org.gaul", "s3proxy", "3.0.0", classifier="jar-with-dependencies")
+    zipped = MavenArtifact(
+        "org.elasticsearch.distribution.integ-test-zip", "elasticsearch", "9.2.4", type="zip"
+    )
+    pom = render_pom("demo", [fat, zipped])
+    assert "<classifier>jar-with-dependencies</classifier>" in pom
+    assert "<type>zip</type>" in pom
+    assert fat.coordinate == "org.gaul:s3proxy:3.0.0:jar:jar-with-dependencies"
+    assert zipped.coordinate == "org.elasticsearch.distribution.integ-test-zip:elasticsearch:9.2.4:zip"
+
+
+def test_extract_zip_keeps_modes_and_strips_the_top_folder(tmp_path: Path) -> None:
+    archive = tmp_path / "dist.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        script = zipfile.ZipInfo("dist-1.0/bin/run")
+        script.external_attr = 0o755 << 16
+        zf.writestr(script, "#!/bin/sh\n")
+        zf.writestr("dist-1.0/config/app.yml", "a: 1\n")
+    dest = extract_zip(archive, tmp_path / "install")
+    assert (dest / "bin" / "run").stat().st_mode & 0o777 == 0o755
+    assert (dest / "config" / "app.yml").read_text() == "a: 1\n"
+    assert (dest / ".complete").exists()
 
 
 # --- rendered configs -----------------------------------------------------------------------
