@@ -27,7 +27,7 @@ from deploy.stack.layout import Context, Layout
 from deploy.stack.platform import REGISTRY, PlatformProcess
 from deploy.stack.preflight import ensure_disk_space, ensure_ports_free
 from deploy.stack.probes import http_ok
-from deploy.stack.processes import LaunchSpec, live_pid, rss_kib, start, stop, tail
+from deploy.stack.processes import LaunchSpec, group_members, live_pid, rss_kib, start, stop, tail
 from deploy.stack.progress import say
 from deploy.stack.services import SERVICE_NAMES, Service, all_services, make_dir
 
@@ -321,7 +321,8 @@ def collect_status(ctx: Context) -> list[PartStatus]:
     for service in all_services(ctx):
         pid = live_pid(layout.pid_file(service.name))
         state = "stopped" if pid is None else ("healthy" if service.healthy() else "unhealthy")
-        parts.append(PartStatus(service.name, pid, service.port, state, rss_kib(pid) if pid else 0))
+        rss = rss_kib(service.member_pids(pid)) if pid else 0
+        parts.append(PartStatus(service.name, pid, service.port, state, rss))
     for proc in REGISTRY:
         pid = live_pid(layout.pid_file(proc.name))
         if not runnable(ctx, proc):
@@ -330,7 +331,7 @@ def collect_status(ctx: Context) -> list[PartStatus]:
             state = "stopped"
         else:
             state = "healthy" if http_ok(proc.health_url) else "unhealthy"
-        parts.append(PartStatus(proc.name, pid, proc.port, state, rss_kib(pid) if pid else 0))
+        parts.append(PartStatus(proc.name, pid, proc.port, state, rss_kib(group_members(pid)) if pid else 0))
     return parts
 
 

@@ -122,10 +122,29 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-def rss_kib(pgid: int) -> int:
-    """Resident memory of a whole process group (e.g. ES CLI + server JVM) in KiB."""
+def processes_in_dir(directory: Path) -> list[int]:
+    """Live processes whose working directory is ``directory``.
+
+    PostgreSQL backends call setsid(), so they are not in the postmaster's
+    process group; they all run with the data directory as cwd, though.
+    """
+    target = str(directory.resolve())
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd") == target and process_start_ticks(int(entry.name)) is not None:
+                found.append(int(entry.name))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return found
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Summed resident memory of ``pids`` in KiB (shared pages are counted once per process)."""
     total = 0
-    for pid in group_members(pgid):
+    for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
                 if line.startswith("VmRSS:"):

@@ -9,11 +9,13 @@ answers signed requests, Prometheus can reload its config without a restart.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from base64 import urlsafe_b64encode
 from pathlib import Path
@@ -29,7 +31,7 @@ from deploy.stack.layout import Context
 from deploy.stack.platform import REGISTRY
 from deploy.stack.preflight import ensure_traversable
 from deploy.stack.probes import http_request
-from deploy.stack.processes import LaunchSpec, live_pid, process_start_ticks
+from deploy.stack.processes import LaunchSpec, group_members, live_pid, process_start_ticks, processes_in_dir
 from deploy.stack.progress import say
 from deploy.stack.s3signing import sign_headers
 from deploy.stack.topics import ensure_topics, wanted_topics
@@ -112,6 +114,10 @@ class Service:
         """What ``down --purge`` deletes (never downloads or installs)."""
         return [self.home / "data"]
 
+    def member_pids(self, pid: int) -> list[int]:
+        """Every process of a running service (for memory accounting)."""
+        return group_members(pid)
+
 
 class Postgres(Service):
     """PostgreSQL 15 from Debian, run as the unprivileged service user."""
@@ -158,10 +164,11 @@ class Postgres(Service):
         A server killed after its launcher exited is reparented to init, and until
         init reaps it the pid still answers ``kill(pid, 0)``, so PostgreSQL refuses
         to start ("lock file postmaster.pid already exists"); after a reboot the pid
-        may belong to an unrelated process. This runs right before a start, after
-        the old process group was killed, so no backend can still be attached to
-        the old shared memory.
+        may belong to an unrelated process. Backends orphaned by a killed postmaster
+        exit by themselves; any that linger are killed first, so nothing can still
+        be attached to the old shared memory when the lock goes.
         """
+        self._end_orphaned_backends()
         lock = self.data / "postmaster.pid"
         try:
             pid = int(lock.read_text(encoding="ascii").splitlines()[0])
@@ -173,6 +180,21 @@ class Postgres(Service):
             cmdline = b""
         if process_start_ticks(pid) is None or b"postgres" not in cmdline:
             lock.unlink(missing_ok=True)
+
+    def _end_orphaned_backends(self, grace: float = 3.0) -> None:
+        """Wait for (then SIGKILL) backends of a dead postmaster; they run with cwd = data dir."""
+        deadline = time.monotonic() + grace
+        while (orphans := processes_in_dir(self.data)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        while processes_in_dir(self.data) and time.monotonic() < deadline + 5:
+            time.sleep(0.1)
+
+    def member_pids(self, pid: int) -> list[int]:
+        """The postmaster plus its backends (which live in their own sessions)."""
+        return sorted({pid, *processes_in_dir(self.data)})
 
     def _initdb(self) -> None:
         if self.data.exists():

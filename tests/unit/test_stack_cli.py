@@ -29,7 +29,9 @@ from deploy.stack.processes import (
     is_stale,
     live_pid,
     process_start_ticks,
+    processes_in_dir,
     read_pid_file,
+    rss_kib,
     start,
     stop,
     write_pid_file,
@@ -208,6 +210,21 @@ def test_start_detaches_and_stop_ends_the_whole_group(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert "===== [stack]" in log.read_text()
+
+
+def test_processes_in_dir_finds_children_outside_the_group(tmp_path: Path) -> None:
+    """How PostgreSQL backends (which setsid()) are found: by their working directory."""
+    proc = subprocess.Popen(["sleep", "30"], cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while proc.pid not in processes_in_dir(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes_in_dir(tmp_path) == [proc.pid]
+        assert rss_kib([proc.pid]) > 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert processes_in_dir(tmp_path) == []
 
 
 # --- layout, selection, misc ----------------------------------------------------------------
