@@ -108,7 +108,9 @@ async def post_ride(request: web.Request) -> web.Response:
             )
         RIDES_ACCEPTED.inc()
         request_id = ride_request_id(result.partition, result.offset)
-        log.info(
+        # DEBUG: one line per ride costs ~10% of the API's CPU at 2,000 rides/s; the request id
+        # already names the ride's Kafka position, so the log adds nothing needed for tracking.
+        log.debug(
             "ride accepted",
             extra={
                 "request.id": request_id,
