@@ -52,3 +52,5 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # kafka-python is chatty at INFO about every reconnect; its warnings still come through.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Its selector warns about its own slow tasks under CPU contention: noise, not our events.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)

@@ -87,7 +87,9 @@ def test_integers_are_strict(value: object) -> None:
     assert error["code"] == "type_mismatch"
 
 
-@pytest.mark.parametrize(("field", "value"), [("booking_id", 0), ("user_id", -1), ("driver_id", 2**63)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("booking_id", 0), ("user_id", -1), ("driver_id", 2**63), ("vehicle_model_id", 2**31)]
+)
 def test_id_ranges(field: str, value: int) -> None:
     (error,) = errors_of({**example_ride(), field: value})
     assert error["code"] == "out_of_range"

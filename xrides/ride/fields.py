@@ -15,7 +15,7 @@ class Kind(enum.Enum):
     """What a field holds on the wire and in storage."""
 
     ID = "id"  # non-negative 64-bit integer identifier
-    INT = "int"  # small enumerated integer (travel type, vehicle model, ...)
+    INT = "int"  # small enumerated integer (travel type, vehicle model, ...): 32-bit
     FLAG = "flag"  # 0 or 1
     LATITUDE = "latitude"
     LONGITUDE = "longitude"
@@ -76,3 +76,4 @@ FIELD_ALIASES: dict[str, str] = {"Car_Cancellation": "car_cancellation"}
 COORDINATE_PAIRS: tuple[tuple[str, str], ...] = (("from_lat", "from_long"), ("to_lat", "to_long"))
 
 INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1

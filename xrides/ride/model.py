@@ -26,6 +26,7 @@ from xrides.ride.fields import (
     COORDINATE_PAIRS,
     FIELD_ALIASES,
     FIELDS_BY_NAME,
+    INT32_MAX,
     INT64_MAX,
     RIDE_FIELDS,
     FieldSpec,
@@ -186,13 +187,14 @@ def _check_field(spec: FieldSpec, value: object, zone: ZoneInfo) -> tuple[object
                 spec.name, "out_of_range", "0 or 1", _show(value), f"{spec.name} must be 0 or 1"
             )
         return value, None
-    if not 0 <= value <= INT64_MAX:
+    high = INT32_MAX if kind is Kind.INT else INT64_MAX
+    if not 0 <= value <= high:
         return None, FieldError(
             spec.name,
             "out_of_range",
-            f"0..{INT64_MAX}",
+            f"0..{high}",
             _show(value),
-            f"{spec.name} out of range, expected 0..{INT64_MAX}",
+            f"{spec.name} out of range, expected 0..{high}",
         )
     if spec.name == "booking_id" and value == 0:
         return None, FieldError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xrides.ride.fields import INT64_MAX, RIDE_FIELDS, FieldSpec, Kind
+from xrides.ride.fields import INT32_MAX, INT64_MAX, RIDE_FIELDS, FieldSpec, Kind
 
 _EXAMPLE: dict[str, Any] = {
     "booking_id": 132512,
@@ -45,7 +45,7 @@ def _json_type(spec: FieldSpec) -> dict[str, Any]:
     if kind is Kind.ID:
         schema = {"type": "integer", "minimum": 1 if spec.name == "booking_id" else 0, "maximum": INT64_MAX}
     elif kind is Kind.INT:
-        schema = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+        schema = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
     elif kind is Kind.FLAG:
         schema = {"type": "integer", "enum": [0, 1]}
     elif kind is Kind.LATITUDE:

@@ -1,0 +1,3 @@
+from persister.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The Kafka side: poll a bounded batch, hand it to the writer, then commit.
+
+Threading: kafka-python is blocking, so every consumer call runs in a worker thread
+(``asyncio.to_thread``), one at a time; the asyncio side owns PostgreSQL. Rebalance callbacks run
+inside ``poll`` on that thread and reach PostgreSQL through the loop (``run_coroutine_threadsafe``),
+which is idle while it waits for the poll.
+
+Ordering that makes a crash harmless: poll -> write rows, receipts and offsets in one PostgreSQL
+transaction -> commit the same offsets to Kafka (for lag tools) -> poll again. On assignment the
+consumer seeks to the offsets PostgreSQL holds, so Kafka's committed offsets are only a fallback,
+and a batch replayed after a crash is absorbed by the idempotent writes.
+
+PostgreSQL down: the batch is kept, partitions are paused (so ``poll`` keeps the group membership
+without fetching), and the write is retried with exponential backoff. If a rebalance takes a
+partition away meanwhile, its messages are dropped from the pending batch: the new owner starts
+from the offsets in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+
+from persister.health import Health
+from persister.metrics import BATCH_ROWS, BATCH_SECONDS, CONSUMER_LAG, DB_RETRIES, DEAD_LETTERS, LAST_COMMIT
+from persister.settings import PersisterSettings
+from persister.writer import Message, RideWriter
+from xrides.ride import RideValidationError, decode_envelope
+
+log = logging.getLogger("persister.consumer")
+
+# Errors that mean "PostgreSQL is not there right now": keep the batch and retry.
+RETRIABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    TimeoutError,
+)
+
+
+def decode(record: Any) -> Message:
+    message = Message(record.topic, record.partition, record.offset, record.key, record.value or b"")
+    try:
+        message.envelope = decode_envelope(message.value)
+    except RideValidationError as exc:
+        message.error = f"invalid ride: {exc.message}"[:1000]
+    except (ValueError, TypeError) as exc:
+        message.error = f"undecodable message: {exc}"[:1000]
+    return message
+
+
+def reason_label(error: str) -> str:
+    """A bounded label for the dead-letter counter."""
+    for prefix, label in (
+        ("invalid ride", "invalid_ride"),
+        ("undecodable", "undecodable"),
+        ("refused", "db_refused"),
+    ):
+        if error.startswith(prefix):
+            return label
+    return "other"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: RideConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.owner.revoked |= {tp.partition for tp in revoked}
+        log.info("partitions revoked", extra={"kafka.partitions": sorted(tp.partition for tp in revoked)})
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        owner = self.owner
+        partitions = sorted(tp.partition for tp in assigned)
+        owner.revoked -= set(partitions)
+        future = asyncio.run_coroutine_threadsafe(
+            owner.writer.stored_offsets(owner.settings.rides_topic, partitions), owner.loop
+        )
+        try:
+            stored = future.result(timeout=30)
+        except Exception as exc:  # PostgreSQL down: Kafka's committed offsets (at most a batch behind)
+            log.warning("offsets not read from PostgreSQL", extra={"error.message": str(exc)[:200]})
+            stored = {}
+        for tp in assigned:
+            if tp.partition in stored:
+                owner.consumer.seek(tp, stored[tp.partition])
+        log.info("partitions assigned", extra={"kafka.partitions": partitions, "kafka.offsets": stored})
+
+
+class RideConsumer:
+    def __init__(self, settings: PersisterSettings, writer: RideWriter, health: Health) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.health = health
+        self.revoked: set[int] = set()
+        self.stopping = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        s = settings
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.group_id,
+            client_id="xrides-persister",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.batch_max_rows,
+            fetch_max_wait_ms=max(10, s.batch_max_wait_ms),
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self.consumer.subscribe([s.rides_topic], listener=_Rebalance(self))
+        self.dlq = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+
+    def _collect(self) -> list[Any]:
+        """Poll until the batch is full or ``batch_max_wait_ms`` passed since its first record."""
+        s = self.settings
+        records: list[Any] = []
+        deadline: float | None = None
+        idle_until = time.monotonic() + 1.0
+        while len(records) < s.batch_max_rows:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if deadline is None and now >= idle_until:
+                break  # nothing for a second: return so the loop can notice a stop request
+            wait = (deadline - now) if deadline is not None else (idle_until - now)
+            polled = self.consumer.poll(
+                timeout_ms=max(1, int(wait * 1000)), max_records=s.batch_max_rows - len(records)
+            )
+            for batch in polled.values():
+                records.extend(batch)
+            if records and deadline is None:
+                deadline = time.monotonic() + s.batch_max_wait_ms / 1000
+        return records
+
+    def _commit_kafka(self, next_offsets: dict[int, int]) -> None:
+        topic = self.settings.rides_topic
+        offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
+        try:
+            self.consumer.commit(offsets)
+        except Exception as exc:  # PostgreSQL holds the truth; a failed Kafka commit only delays lag tools
+            log.warning("kafka offset commit failed", extra={"error.message": str(exc)[:200]})
+
+    def _update_lag(self, next_offsets: dict[int, int]) -> None:
+        topic = self.settings.rides_topic
+        for partition, offset in next_offsets.items():
+            highwater = self.consumer.highwater(TopicPartition(topic, partition))
+            if highwater is not None:
+                CONSUMER_LAG.labels(str(partition)).set(max(0, highwater - offset))
+
+    def _dead_letter(self, failed: list[Message]) -> None:
+        for message in failed:
+            headers = [
+                ("reason", (message.error or "")[:1000].encode()),
+                ("source-topic", message.topic.encode()),
+                ("source-partition", str(message.partition).encode()),
+                ("source-offset", str(message.offset).encode()),
+            ]
+            self.dlq.send(self.settings.dlq_topic, key=message.key, value=message.value, headers=headers)
+            DEAD_LETTERS.labels(reason_label(message.error or "")).inc()
+        self.dlq.flush(timeout=30)
+
+    async def _write_with_retry(self, messages: list[Message]) -> None:
+        delay = 0.1
+        paused = False
+        while True:
+            messages = [m for m in messages if m.partition not in self.revoked]
+            if not messages:
+                break
+            next_offsets: dict[int, int] = {}
+            for m in messages:
+                next_offsets[m.partition] = max(next_offsets.get(m.partition, 0), m.offset + 1)
+            started = time.perf_counter()
+            try:
+                result = await self.writer.write(self.settings.rides_topic, messages, next_offsets)
+            except RETRIABLE as exc:
+                DB_RETRIES.inc()
+                self.health.db_ok = False
+                await self.writer.close()
+                log.warning(
+                    "PostgreSQL unavailable; retrying the batch",
+                    extra={"error.message": str(exc)[:200], "retry.delay_s": delay},
+                )
+                if not paused:
+                    await asyncio.to_thread(lambda: self.consumer.pause(*self.consumer.assignment()))
+                    paused = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+                await asyncio.to_thread(self.consumer.poll, 0)  # keeps the group membership; may rebalance
+                self.health.beat()
+                continue
+            self.health.db_ok = True
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            BATCH_ROWS.observe(len(messages))
+            LAST_COMMIT.set(time.time())
+            if result.failed:
+                await asyncio.to_thread(self._dead_letter, result.failed)
+                for m in result.failed:
+                    log.warning(
+                        "dead-lettered",
+                        extra={
+                            "kafka.partition": m.partition,
+                            "kafka.offset": m.offset,
+                            "booking_id": m.booking_id,
+                            "error.message": m.error,
+                        },
+                    )
+            await asyncio.to_thread(self._commit_kafka, next_offsets)
+            await asyncio.to_thread(self._update_lag, next_offsets)
+            break
+        if paused:
+            await asyncio.to_thread(lambda: self.consumer.resume(*self.consumer.paused()))
+
+    async def run(self) -> None:
+        log.info(
+            "consuming",
+            extra={"kafka.topic": self.settings.rides_topic, "kafka.group": self.settings.group_id},
+        )
+        try:
+            while not self.stopping.is_set():
+                records = await asyncio.to_thread(self._collect)
+                self.health.beat()
+                if records:
+                    await self._write_with_retry([decode(r) for r in records])
+        finally:
+            await asyncio.to_thread(self.consumer.close, False)
+            await asyncio.to_thread(self.dlq.close, 5)
+            await self.writer.close()
+            log.info("stopped")

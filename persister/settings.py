@@ -1,0 +1,24 @@
+"""The persister's settings: ``XRIDES_*`` variables, defaults that work with the local stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class PersisterSettings:
+    SECRETS: ClassVar[tuple[str, ...]] = ()
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
+    rides_topic: str = "rides"
+    dlq_topic: str = "rides.dlq"
+    group_id: str = "xrides-persister"
+    batch_max_rows: int = 5000  # one transaction holds at most this many messages
+    batch_max_wait_ms: int = 50  # ...or what arrived within this long
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9101
+    retry_max_s: float = 5.0  # cap of the exponential backoff while PostgreSQL is down
+    partitions_ahead_months: int = 3  # monthly partitions created ahead of the current month
+    log_level: str = "INFO"

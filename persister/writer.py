@@ -1,0 +1,274 @@
+"""The PostgreSQL side: one transaction per batch, so rows, receipts and offsets commit together.
+
+Per batch: COPY the latest version of each booking into a temporary stage table, upsert the
+dimension rows (customers, cab_drivers), then one statement applies the versions guard: a message
+wins only if its ``(version, kafka_offset)`` is greater than the stored one; a winner whose pickup
+month changed is deleted from its old partition. Then every message gets a receipt
+(stored / superseded / failed) and the next offsets of the batch's partitions are upserted.
+
+Because the apply step is idempotent (re-applying a stored version changes nothing, receipts and
+failures are insert-if-absent), a batch processed twice after a crash has the same effect as once.
+Rows PostgreSQL refuses are isolated one by one under savepoints and returned as failures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from persister.metrics import ROWS_UPSERTED, SUPERSEDED
+from xrides.ride import RIDE_FIELDS, Kind, RideEnvelope
+
+log = logging.getLogger("persister.writer")
+
+RIDE_COLUMNS = tuple(f.name for f in RIDE_FIELDS)
+META_COLUMNS = ("kafka_partition", "kafka_offset", "version", "source", "received_at")
+STAGE_COLUMNS = RIDE_COLUMNS + META_COLUMNS
+_NUMERIC = {f.name for f in RIDE_FIELDS if f.kind in (Kind.LATITUDE, Kind.LONGITUDE)}
+
+# Errors that mean "this data", not "this connection": isolate the row instead of retrying.
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+_SETUP = """
+CREATE TEMP TABLE IF NOT EXISTS stage_rides (LIKE cab_rides INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_receipts (LIKE ride_receipts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+
+_DIMENSIONS = """
+INSERT INTO customers (user_id) SELECT DISTINCT user_id FROM stage_rides ORDER BY 1
+ON CONFLICT (user_id) DO NOTHING;
+INSERT INTO cab_drivers AS d (driver_id, vehicle_model_id)
+SELECT DISTINCT ON (driver_id) driver_id, vehicle_model_id FROM stage_rides ORDER BY driver_id, version DESC
+ON CONFLICT (driver_id) DO UPDATE SET vehicle_model_id = excluded.vehicle_model_id, updated_at = now()
+WHERE d.vehicle_model_id <> excluded.vehicle_model_id;
+"""
+
+_COLS = ", ".join(STAGE_COLUMNS)
+_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in STAGE_COLUMNS if c not in ("booking_id", "from_date"))
+_APPLY = f"""
+WITH moved AS (
+    DELETE FROM cab_rides c
+    USING stage_rides s JOIN ride_versions v ON v.booking_id = s.booking_id
+    WHERE c.booking_id = s.booking_id AND c.from_date = v.from_date
+      AND v.from_date <> s.from_date
+      AND (s.version, s.kafka_offset) > (v.version, v.kafka_offset)
+), winners AS (
+    INSERT INTO ride_versions AS v (booking_id, version, from_date, kafka_partition, kafka_offset)
+    SELECT booking_id, version, from_date, kafka_partition, kafka_offset FROM stage_rides
+    ON CONFLICT (booking_id) DO UPDATE
+        SET version = excluded.version, from_date = excluded.from_date,
+            kafka_partition = excluded.kafka_partition, kafka_offset = excluded.kafka_offset
+        WHERE (excluded.version, excluded.kafka_offset) > (v.version, v.kafka_offset)
+    RETURNING booking_id
+)
+INSERT INTO cab_rides AS c ({_COLS})
+SELECT {", ".join("s." + c for c in STAGE_COLUMNS)} FROM stage_rides s JOIN winners w USING (booking_id)
+ON CONFLICT (booking_id, from_date) DO UPDATE SET {_UPDATES}, stored_at = now()
+RETURNING booking_id
+"""  # noqa: S608 - every identifier comes from the contract's field table
+
+_RECEIPTS = """
+INSERT INTO ride_receipts SELECT * FROM stage_receipts ORDER BY kafka_partition, kafka_offset
+ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+"""
+
+_FAILURES = """
+INSERT INTO ingest_failures
+    (kafka_topic, kafka_partition, kafka_offset, booking_id, reason, message_key, payload)
+SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::bytea[], $7::bytea[])
+ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+"""
+
+_OFFSETS = """
+INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
+SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS t(p, n)
+ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = now()
+WHERE excluded.next_offset > o.next_offset
+"""
+
+
+@dataclass(slots=True)
+class Message:
+    """One consumed record, decoded (``envelope``) or poisoned (``error``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    envelope: RideEnvelope | None = None
+    error: str | None = None
+
+    @property
+    def booking_id(self) -> int | None:
+        return self.envelope.ride.booking_id if self.envelope else None
+
+
+@dataclass(slots=True)
+class WriteResult:
+    stored: int = 0
+    superseded: int = 0
+    failed: list[Message] = field(default_factory=list)
+
+
+def _stage_row(message: Message) -> tuple[Any, ...]:
+    envelope = message.envelope
+    assert envelope is not None
+    ride = envelope.ride
+    values: list[Any] = []
+    for name in RIDE_COLUMNS:
+        value = getattr(ride, name)
+        # repr() of a float is its shortest exact decimal: the digits the client sent.
+        values.append(Decimal(repr(value)) if name in _NUMERIC and value is not None else value)
+    values += [message.partition, message.offset, envelope.version, envelope.source, envelope.received_at]
+    return tuple(values)
+
+
+def latest_per_booking(messages: Iterable[Message]) -> dict[int, Message]:
+    """Within a batch, only the highest (version, offset) of each booking can win."""
+    latest: dict[int, Message] = {}
+    for message in messages:
+        assert message.envelope is not None
+        current = latest.get(message.envelope.ride.booking_id)
+        if current is None or (message.envelope.version, message.offset) > (
+            current.envelope.version,  # type: ignore[union-attr]
+            current.offset,
+        ):
+            latest[message.envelope.ride.booking_id] = message
+    return latest
+
+
+def _month(moment: datetime) -> date:
+    utc = moment.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
+
+
+class RideWriter:
+    """Owns one PostgreSQL connection (one writer per consumer; batches are sequential)."""
+
+    def __init__(self, dsn: str, group_id: str) -> None:
+        self._dsn = dsn
+        self._group_id = group_id
+        self._conn: asyncpg.Connection | None = None
+        self._months: set[date] = set()
+
+    async def connect(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(self._dsn, timeout=5, command_timeout=60)
+            await conn.execute(_SETUP)
+            rows = await conn.fetch(
+                "SELECT to_date(substring(c.relname from 'cab_rides_(\\d{4}_\\d{2})'), 'YYYY_MM') AS month "
+                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'cab_rides'::regclass"
+            )
+            self._months = {r["month"] for r in rows if r["month"] is not None}
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+        self._conn = None
+
+    async def stored_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+        conn = await self.connect()
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM consumer_offsets"
+            " WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
+            self._group_id,
+            topic,
+            list(partitions),
+        )
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, messages: Iterable[Message]) -> None:
+        needed = {_month(m.envelope.ride.from_date) for m in messages if m.envelope} - self._months
+        for month in sorted(needed):
+            await conn.execute("SELECT ensure_ride_partition($1)", month)
+            self._months.add(month)
+
+    async def _apply(self, conn: asyncpg.Connection, latest: Sequence[Message]) -> set[int]:
+        await conn.execute("TRUNCATE stage_rides")
+        await conn.copy_records_to_table(
+            "stage_rides", records=map(_stage_row, latest), columns=STAGE_COLUMNS
+        )
+        await conn.execute(_DIMENSIONS)
+        return {r["booking_id"] for r in await conn.fetch(_APPLY)}
+
+    async def write(
+        self, topic: str, messages: Sequence[Message], next_offsets: dict[int, int]
+    ) -> WriteResult:
+        """Write one batch in one transaction; return what happened to each message."""
+        conn = await self.connect()
+        result = WriteResult(failed=[m for m in messages if m.error is not None])
+        good = [m for m in messages if m.error is None]
+        await self._ensure_partitions(conn, good)
+        latest = latest_per_booking(good)
+        async with conn.transaction():
+            try:
+                async with conn.transaction():
+                    applied = await self._apply(conn, list(latest.values()))
+            except DATA_ERRORS as exc:
+                log.warning("batch refused; isolating rows", extra={"error.message": str(exc)[:300]})
+                applied = set()
+                for message in list(latest.values()):
+                    try:
+                        async with conn.transaction():
+                            applied |= await self._apply(conn, [message])
+                    except DATA_ERRORS as row_exc:
+                        message.error = f"refused by PostgreSQL: {type(row_exc).__name__}: {row_exc}"[:1000]
+                        result.failed.append(message)
+                        del latest[message.envelope.ride.booking_id]  # type: ignore[union-attr]
+            receipts: list[tuple[int, int, int | None, int | None, str]] = []
+            for message in messages:
+                if message.error is not None:
+                    receipts.append((message.partition, message.offset, message.booking_id, None, "failed"))
+                    continue
+                envelope = message.envelope
+                assert envelope is not None
+                booking = envelope.ride.booking_id
+                won = booking in applied and latest.get(booking) is message
+                receipts.append(
+                    (
+                        message.partition,
+                        message.offset,
+                        booking,
+                        envelope.version,
+                        "stored" if won else "superseded",
+                    )
+                )
+                if won:
+                    result.stored += 1
+                else:
+                    result.superseded += 1
+            await conn.execute("TRUNCATE stage_receipts")
+            await conn.copy_records_to_table(
+                "stage_receipts",
+                records=receipts,
+                columns=("kafka_partition", "kafka_offset", "booking_id", "version", "outcome"),
+            )
+            await conn.execute(_RECEIPTS)
+            if result.failed:
+                failed = result.failed
+                await conn.execute(
+                    _FAILURES,
+                    [m.topic for m in failed],
+                    [m.partition for m in failed],
+                    [m.offset for m in failed],
+                    [m.booking_id for m in failed],
+                    [m.error or "unknown" for m in failed],
+                    [m.key for m in failed],
+                    [m.value for m in failed],
+                )
+            await conn.execute(
+                _OFFSETS, self._group_id, topic, list(next_offsets), list(next_offsets.values())
+            )
+        ROWS_UPSERTED.inc(result.stored)
+        SUPERSEDED.inc(result.superseded)
+        return result
