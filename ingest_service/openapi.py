@@ -192,7 +192,7 @@ def build_openapi() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1},
                         }
                     ],
-                    "responses": {"200": {"description": "The stored ride"}, **_errors(401, 404, 503)},
+                    "responses": {"200": {"description": "The stored ride"}, **_errors(400, 401, 404, 503)},
                 }
             },
             "/healthz": {
