@@ -35,6 +35,8 @@ class LoadResult:
     achieved_rate: float = 0.0
     late_starts: int = 0  # requests the generator itself could not send within 5 ms of schedule
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # (intended send time as Unix seconds, request id) of every accepted request, when asked for
+    accepted: list[tuple[float, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +65,7 @@ async def run_load(
     batch_size: int = 1000,
     connections: int = 512,
     seed: int | None = None,
+    record_ids: bool = False,
 ) -> LoadResult:
     total = int(rate * seconds)
     bodies = prepare_bodies(mode, total, batch_size, seed or int(time.time()) % 100_000)
@@ -75,12 +78,15 @@ async def run_load(
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
+        wall_offset = time.time() - time.perf_counter()
 
         async def one(body: bytes, intended: float) -> None:
             try:
                 async with session.post(url, data=body) as response:
-                    await response.read()
+                    payload = await response.read()
                     status = str(response.status)
+                    if record_ids and response.status == 202:
+                        result.accepted.append((intended + wall_offset, orjson.loads(payload)["request_id"]))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = type(exc).__name__
             latencies.append(time.perf_counter() - intended)
@@ -133,7 +139,9 @@ def main() -> int:
             args.connections,
         )
     )
-    print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    summary = result.as_dict()
+    summary.pop("accepted")
+    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     return 0 if result.ok == result.sent else 1
 
 

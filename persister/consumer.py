@@ -34,14 +34,18 @@ from xrides.ride import RideValidationError, decode_envelope
 
 log = logging.getLogger("persister.consumer")
 
-# Errors that mean "PostgreSQL is not there right now": keep the batch and retry.
+# Errors that mean "PostgreSQL is not there right now" (or a transient conflict with another
+# persister during a rebalance): keep the batch, reconnect, retry. Data errors never get here:
+# the writer isolates refused rows itself.
 RETRIABLE = (
     OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
     TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection the server dropped mid-operation
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # shutdown, cannot connect now, query cancelled
+    asyncpg.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.TransactionRollbackError,  # deadlock or serialization failure with another persister
 )
 
 
@@ -227,7 +231,10 @@ class RideConsumer:
                 records = await asyncio.to_thread(self._collect)
                 self.health.beat()
                 if records:
-                    await self._write_with_retry([decode(r) for r in records])
+                    # A rebalance inside one collection can hand back a partition and replay some of
+                    # its records: keep one message per position.
+                    unique = {(r.partition, r.offset): r for r in records}
+                    await self._write_with_retry([decode(r) for r in unique.values()])
         finally:
             await asyncio.to_thread(self.consumer.close, False)
             await asyncio.to_thread(self.dlq.close, 5)

@@ -73,8 +73,12 @@ ON CONFLICT (booking_id, from_date) DO UPDATE SET {_UPDATES}, stored_at = now()
 RETURNING booking_id
 """  # noqa: S608 - every identifier comes from the contract's field table
 
+# stored_at is taken at the end of the batch's work (clock_timestamp, not the transaction's start),
+# so tracking and the POST -> stored benchmark see when the rows became durable, within milliseconds.
 _RECEIPTS = """
-INSERT INTO ride_receipts SELECT * FROM stage_receipts ORDER BY kafka_partition, kafka_offset
+INSERT INTO ride_receipts (kafka_partition, kafka_offset, booking_id, version, outcome, stored_at)
+SELECT kafka_partition, kafka_offset, booking_id, version, outcome, clock_timestamp()
+FROM stage_receipts ORDER BY kafka_partition, kafka_offset
 ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
 """
 

@@ -340,10 +340,14 @@ async def test_postgres_outage_mid_stream(
     await asyncio.sleep(0.5)
     await pg.close()
     await asyncio.to_thread(stack, "down", "--only", "postgres")
-    await asyncio.sleep(3)
-    assert process.proc is not None
-    assert process.proc.poll() is None, "the persister died while PostgreSQL was down"
-    await asyncio.to_thread(stack, "up", "--only", "postgres")
+    try:
+        await asyncio.sleep(3)
+        assert process.proc is not None
+        assert process.proc.poll() is None, (
+            "the persister died while PostgreSQL was down:\n" + process.log_tail()
+        )
+    finally:
+        await asyncio.to_thread(stack, "up", "--only", "postgres")
     positions = await streaming
     pool = await asyncpg.create_pool(stack_env["XRIDES_PG_DSN"], min_size=1, max_size=2)
     try:

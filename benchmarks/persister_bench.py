@@ -1,0 +1,161 @@
+"""Persister benchmark: drain rate from a pre-filled topic, and POST -> stored latency under load.
+
+    python benchmarks/persister_bench.py --rides 200000 --rate 2000 --seconds 15
+
+Uses the running local stack (`make up`). Phase 1 stops the launcher's persister, pre-fills the
+`rides` topic with N envelopes, starts a persister and times how long it takes until every one of
+them has a receipt in PostgreSQL. Phase 2 keeps that persister running, drives the API open-loop at
+a constant rate, and takes each request's latency from its intended send time to its receipt's
+``stored_at`` (set at the end of the batch's transaction). Results go to
+``benchmarks/results/persister-latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from loadgen.openloop import percentile, run_load
+from loadgen.rides import RideGenerator
+from xrides.request_ids import parse_request_id
+from xrides.ride import RideEnvelope, new_version, parse_ride
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stack(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "deploy.stack", *args], cwd=REPO, check=True, timeout=300)
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return {
+            tp.partition: o
+            for tp, o in consumer.end_offsets([TopicPartition(topic, p) for p in parts]).items()
+        }
+    finally:
+        consumer.close()
+
+
+def prefill(bootstrap: str, count: int) -> float:
+    generator = RideGenerator(seed=int(time.time()), first_booking_id=5 * 10**12 + int(time.time()))
+    envelopes = [RideEnvelope(parse_ride(generator.ride()), new_version()) for _ in range(count)]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
+    started = time.perf_counter()
+    for envelope in envelopes:
+        producer.send("rides", key=envelope.key(), value=envelope.encode())
+    producer.flush()
+    producer.close()
+    return count / (time.perf_counter() - started)
+
+
+async def receipts_since(pool: asyncpg.Pool, starts: dict[int, int]) -> int:
+    total = 0
+    for partition, offset in starts.items():
+        total += await pool.fetchval(
+            "SELECT count(*) FROM ride_receipts WHERE kafka_partition = $1 AND kafka_offset >= $2",
+            partition,
+            offset,
+        )
+    return int(total)
+
+
+async def drain(env: dict[str, str], count: int) -> dict[str, Any]:
+    bootstrap = env["XRIDES_KAFKA_BOOTSTRAP"]
+    stack("down", "--only", "persister")
+    starts = end_offsets(bootstrap, "rides")
+    produce_rate = prefill(bootstrap, count)
+    pool = await asyncpg.create_pool(env["XRIDES_PG_DSN"], min_size=1, max_size=2)
+    started = time.perf_counter()
+    stack("up", "--only", "persister")
+    while (done := await receipts_since(pool, starts)) < count:
+        await asyncio.sleep(0.25)
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return {
+        "rides": count,
+        "kafka_prefill_rides_per_s": round(produce_rate),
+        "drain_seconds": round(elapsed, 2),
+        "persister_rows_per_s": round(done / elapsed),
+    }
+
+
+async def end_to_end(env: dict[str, str], rate: float, seconds: float) -> dict[str, Any]:
+    load = await run_load(
+        env["XRIDES_API_URL"], env["XRIDES_API_KEY"], "single", rate, seconds, record_ids=True
+    )
+    positions = [(sent, parse_request_id(rid).position) for sent, rid in load.accepted]
+    pool = await asyncpg.create_pool(env["XRIDES_PG_DSN"], min_size=1, max_size=2)
+    deadline = time.monotonic() + 60
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = await pool.fetch(
+            "SELECT r.kafka_partition, r.kafka_offset, extract(epoch FROM r.stored_at) AS stored"
+            " FROM ride_receipts r JOIN unnest($1::int[], $2::bigint[]) AS p(part, off)"
+            " ON r.kafka_partition = p.part AND r.kafka_offset = p.off",
+            [p.partition for _, p in positions],
+            [p.offset for _, p in positions],
+        )
+        if len(rows) == len(positions):
+            break
+        await asyncio.sleep(0.5)
+    await pool.close()
+    stored = {(r["kafka_partition"], r["kafka_offset"]): float(r["stored"]) for r in rows}
+    latencies = sorted(
+        stored[(p.partition, p.offset)] - sent for sent, p in positions if (p.partition, p.offset) in stored
+    )
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "accepted": len(positions),
+        "stored": len(latencies),
+        "ack_latency_ms": load.latency_ms,
+        "post_to_stored_ms": {
+            name: round(percentile(latencies, q) * 1000, 1)
+            for name, q in (("p50", 50), ("p99", 99), ("max", 100))
+        },
+    }
+
+
+def load_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for line in (REPO / ".stack" / "env").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env.setdefault(key, value)
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rides", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--seconds", type=float, default=15)
+    args = parser.parse_args()
+    env = load_env()
+    result = {
+        "drain": asyncio.run(drain(env, args.rides)),
+        "end_to_end": asyncio.run(end_to_end(env, args.rate, args.seconds)),
+    }
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    (REPO / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO / "benchmarks" / "results" / "persister-latest.json").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
