@@ -1,12 +1,14 @@
 """Persister benchmark: drain rate from a pre-filled topic, and POST -> stored latency under load.
 
-    python benchmarks/persister_bench.py --rides 200000 --rate 2000 --seconds 15
+    python benchmarks/persister_bench.py --rides 200000 --rate 2000 --seconds 15 [--persisters 2]
 
 Uses the running local stack (`make up`). Phase 1 stops the launcher's persister, pre-fills the
 `rides` topic with N envelopes, starts a persister and times how long it takes until every one of
 them has a receipt in PostgreSQL. Phase 2 keeps that persister running, drives the API open-loop at
 a constant rate, and takes each request's latency from its intended send time to its receipt's
-``stored_at`` (set at the end of the batch's transaction). Results go to
+``stored_at`` (set at the end of the batch's transaction). ``--persisters N`` runs N-1 more
+persister processes in the same consumer group (Kafka spreads the partitions; one Python process
+is bound to one core by the GIL). Results go to
 ``benchmarks/results/persister-latest.json``.
 """
 
@@ -70,6 +72,19 @@ async def receipts_since(pool: asyncpg.Pool, starts: dict[int, int]) -> int:
             offset,
         )
     return int(total)
+
+
+def extra_persisters(env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "persister"],
+            env={**env, "XRIDES_METRICS_PORT": str(9111 + i)},
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(count)
+    ]
 
 
 async def drain(env: dict[str, str], count: int) -> dict[str, Any]:

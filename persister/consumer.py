@@ -1,9 +1,10 @@
 """The Kafka side: poll a bounded batch, hand it to the writer, then commit.
 
 Threading: kafka-python is blocking, so every consumer call runs in a worker thread
-(``asyncio.to_thread``), one at a time; the asyncio side owns PostgreSQL. Rebalance callbacks run
-inside ``poll`` on that thread and reach PostgreSQL through the loop (``run_coroutine_threadsafe``),
-which is idle while it waits for the poll.
+(``asyncio.to_thread``) under one lock (the consumer is not thread-safe); the asyncio side owns
+PostgreSQL. The next batch is polled and decoded in a thread while the current one is written, so
+decoding overlaps the database's work. Rebalance callbacks run inside ``poll`` and read offsets
+through the loop (``run_coroutine_threadsafe``) on a connection of their own.
 
 Ordering that makes a crash harmless: poll -> write rows, receipts and offsets in one PostgreSQL
 transaction -> commit the same offsets to Kafka (for lag tools) -> poll again. On assignment the
@@ -19,9 +20,12 @@ from the offsets in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
@@ -33,6 +37,8 @@ from persister.writer import Message, RideWriter
 from xrides.ride import RideValidationError, decode_envelope
 
 log = logging.getLogger("persister.consumer")
+
+T = TypeVar("T")
 
 # Errors that mean "PostgreSQL is not there right now" (or a transient conflict with another
 # persister during a rebalance): keep the batch, reconnect, retry. Data errors never get here:
@@ -105,6 +111,7 @@ class RideConsumer:
         self.health = health
         self.revoked: set[int] = set()
         self.stopping = asyncio.Event()
+        self._lock = threading.Lock()
         self.loop = asyncio.get_running_loop()
         s = settings
         self.consumer = KafkaConsumer(
@@ -120,6 +127,24 @@ class RideConsumer:
         )
         self.consumer.subscribe([s.rides_topic], listener=_Rebalance(self))
         self.dlq = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+
+    async def _locked(self, fn: Callable[[], T]) -> T:
+        """Run a consumer call in a worker thread, never two at once."""
+
+        def call() -> T:
+            with self._lock:
+                return fn()
+
+        return await asyncio.to_thread(call)
+
+    def _next_batch(self) -> list[Message]:
+        """Poll a batch and decode it (runs in a worker thread, overlapping the previous write)."""
+        with self._lock:
+            records = self._collect()
+        # A rebalance inside one collection can hand back a partition and replay some of its
+        # records: keep one message per position.
+        unique = {(r.partition, r.offset): r for r in records}
+        return [decode(r) for r in unique.values()]
 
     def _collect(self) -> list[Any]:
         """Poll until the batch is full or ``batch_max_wait_ms`` passed since its first record."""
@@ -192,11 +217,11 @@ class RideConsumer:
                     extra={"error.message": str(exc)[:200], "retry.delay_s": delay},
                 )
                 if not paused:
-                    await asyncio.to_thread(lambda: self.consumer.pause(*self.consumer.assignment()))
+                    await self._locked(lambda: self.consumer.pause(*self.consumer.assignment()))
                     paused = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
-                await asyncio.to_thread(self.consumer.poll, 0)  # keeps the group membership; may rebalance
+                await self._locked(lambda: self.consumer.poll(0))  # keeps the group membership; may rebalance
                 self.health.beat()
                 continue
             self.health.db_ok = True
@@ -215,11 +240,11 @@ class RideConsumer:
                             "error.message": m.error,
                         },
                     )
-            await asyncio.to_thread(self._commit_kafka, next_offsets)
-            await asyncio.to_thread(self._update_lag, next_offsets)
+            await self._locked(functools.partial(self._commit_kafka, next_offsets))
+            await self._locked(functools.partial(self._update_lag, next_offsets))
             break
         if paused:
-            await asyncio.to_thread(lambda: self.consumer.resume(*self.consumer.paused()))
+            await self._locked(lambda: self.consumer.resume(*self.consumer.paused()))
 
     async def run(self) -> None:
         log.info(
@@ -227,16 +252,18 @@ class RideConsumer:
             extra={"kafka.topic": self.settings.rides_topic, "kafka.group": self.settings.group_id},
         )
         try:
-            while not self.stopping.is_set():
-                records = await asyncio.to_thread(self._collect)
+            upcoming = asyncio.create_task(asyncio.to_thread(self._next_batch))
+            while True:
+                messages = await upcoming
                 self.health.beat()
-                if records:
-                    # A rebalance inside one collection can hand back a partition and replay some of
-                    # its records: keep one message per position.
-                    unique = {(r.partition, r.offset): r for r in records}
-                    await self._write_with_retry([decode(r) for r in unique.values()])
+                if self.stopping.is_set():
+                    await self._write_with_retry(messages)  # graceful stop: finish this batch
+                    break
+                upcoming = asyncio.create_task(asyncio.to_thread(self._next_batch))
+                if messages:
+                    await self._write_with_retry(messages)
         finally:
-            await asyncio.to_thread(self.consumer.close, False)
+            await self._locked(lambda: self.consumer.close(autocommit=False))
             await asyncio.to_thread(self.dlq.close, 5)
             await self.writer.close()
             log.info("stopped")

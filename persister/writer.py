@@ -160,6 +160,7 @@ class RideWriter:
         self._dsn = dsn
         self._group_id = group_id
         self._conn: asyncpg.Connection | None = None
+        self._offsets_conn: asyncpg.Connection | None = None  # rebalances read while a batch writes
         self._months: set[date] = set()
 
     async def connect(self) -> asyncpg.Connection:
@@ -176,13 +177,15 @@ class RideWriter:
         return self._conn
 
     async def close(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
-        self._conn = None
+        for conn in (self._conn, self._offsets_conn):
+            if conn is not None and not conn.is_closed():
+                await conn.close()
+        self._conn = self._offsets_conn = None
 
     async def stored_offsets(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        conn = await self.connect()
-        rows = await conn.fetch(
+        if self._offsets_conn is None or self._offsets_conn.is_closed():
+            self._offsets_conn = await asyncpg.connect(self._dsn, timeout=5, command_timeout=30)
+        rows = await self._offsets_conn.fetch(
             "SELECT partition, next_offset FROM consumer_offsets"
             " WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])",
             self._group_id,

@@ -26,6 +26,14 @@ class DateFormatError(ValueError):
 
 def parse_timestamp(text: str, zone: ZoneInfo) -> datetime:
     """Parse either accepted form into an aware UTC datetime."""
+    if text.endswith("Z") and "T" in text:  # the canonical wire form: the fast, common path
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise DateFormatError(str(exc)) from exc
+        if not MIN_YEAR <= moment.year <= MAX_YEAR:
+            raise DateFormatError(f"year {moment.year} outside {MIN_YEAR}..{MAX_YEAR}")
+        return moment
     match = _LEGACY.match(text)
     if match:
         month, day, year, hour, minute, second = match.groups()
