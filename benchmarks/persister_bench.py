@@ -96,8 +96,8 @@ async def drain(
     produce_rate = prefill(bootstrap, count)
     pool = await asyncpg.create_pool(env["XRIDES_PG_DSN"], min_size=1, max_size=2)
     started = time.perf_counter()
+    extra += extra_persisters(env, more)  # all members join at once: one rebalance, not two
     stack("up", "--only", "persister")
-    extra += extra_persisters(env, more)
     first_seen: float | None = None  # group join and partition assignment happen before this
     while (done := await receipts_since(pool, starts)) < count:
         if done and first_seen is None:

@@ -263,4 +263,6 @@ async def test_graceful_stop_finishes_in_flight_requests(
         status, body, _ = await task
         assert status == 202
         assert body["accepted"] == 500
-    assert await asyncio.to_thread(process.stop) == 0
+    # One SIGTERM is a clean stop (exit 0). (A second one during shutdown would cut it short.)
+    assert process.proc is not None
+    assert await asyncio.to_thread(process.proc.wait, 30) == 0
