@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -60,7 +60,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def post(
     session: aiohttp.ClientSession, url: str, body: Any, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, dict[str, Any], Mapping[str, str]]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     async with session.post(
         url, data=data, headers={"Content-Type": "application/json", **(headers or {})}

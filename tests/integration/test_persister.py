@@ -160,6 +160,7 @@ async def test_every_field_stored_as_sent_then_updates_and_replays(
 
     for expected in (original, no_coordinates):
         row = await pg.fetchrow("SELECT * FROM cab_rides WHERE booking_id = $1", expected.booking_id)
+        assert row is not None
         for field in RIDE_FIELDS:
             value = getattr(expected, field.name)
             stored = row[field.name]
@@ -181,6 +182,7 @@ async def test_every_field_stored_as_sent_then_updates_and_replays(
     (receipt,) = await wait_for_receipts(pg, [position])
     assert receipt["outcome"] == "superseded"
     row = await pg.fetchrow("SELECT car_cancellation, version FROM cab_rides WHERE booking_id = $1", first)
+    assert row is not None
     assert (row["car_cancellation"], row["version"]) == (1, v2)
 
 

@@ -88,7 +88,8 @@ def test_integers_are_strict(value: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("booking_id", 0), ("user_id", -1), ("driver_id", 2**63), ("vehicle_model_id", 2**31)]
+    ("field", "value"),
+    [("booking_id", 0), ("user_id", -1), ("driver_id", 2**63), ("vehicle_model_id", 2**31)],
 )
 def test_id_ranges(field: str, value: int) -> None:
     (error,) = errors_of({**example_ride(), field: value})
