@@ -36,7 +36,7 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["error.stack_trace"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        return orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 
 import jsonschema
+import orjson
 import pytest
 
 from ingest_service.auth import KeyRing, hash_key, parse_key_hashes
@@ -22,6 +24,7 @@ from xrides.errors import (
     RateLimited,
     Unauthorized,
 )
+from xrides.logs import JsonFormatter
 from xrides.request_ids import Position, batch_request_id, parse_request_id, ride_request_id
 from xrides.ride import example_ride, ride_json_schema
 
@@ -122,3 +125,13 @@ def test_openapi_ride_schema_agrees_with_the_parser() -> None:
     assert not validator.is_valid({**example_ride(), "unknown": 1})
     for path in ("/v1/rides", "/v1/rides/batch", "/xride_data", "/v1/requests/{request_id}"):
         assert path in spec["paths"]
+
+
+def test_json_logs_survive_odd_extras() -> None:
+    record = logging.makeLogRecord(
+        {"msg": "partitions assigned", "kafka.offsets": {0: 12, 1: 7}, "when": object()}
+    )
+    doc = orjson.loads(JsonFormatter("test").format(record))
+    assert doc["kafka.offsets"] == {"0": 12, "1": 7}
+    assert doc["service.name"] == "test"
+    assert doc["message"] == "partitions assigned"
