@@ -49,7 +49,7 @@ async def run(base: str, key: str, seconds: float, rate: float) -> int:
                 sent += 1
             await asyncio.sleep(1 / rate)
         print(f"sent {sent} rides in {len(request_ids)} requests; waiting for them to be stored...")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         states: list[str] = []
         while time.monotonic() < deadline:
             states = await asyncio.gather(*(_state(session, base, rid) for rid in request_ids))
@@ -58,7 +58,15 @@ async def run(base: str, key: str, seconds: float, rate: float) -> int:
             if stored == len(states):
                 break
             await asyncio.sleep(1)
-        print(f"example: curl -H 'Authorization: Bearer $XRIDES_API_KEY' {base}/v1/requests/{request_ids[0]}")
+        prometheus = os.environ.get("XRIDES_PROMETHEUS_URL", "http://127.0.0.1:19090")
+        print("where to look:")
+        print(f"  API docs (Swagger UI)    {base}/docs")
+        print(
+            f'  track a request          curl -H "Authorization: Bearer $XRIDES_API_KEY" {base}/v1/requests/{request_ids[0]}'
+        )
+        print(f"  metrics                  {base}/metrics, persister :9101/metrics, Prometheus {prometheus}")
+        print("  rides in PostgreSQL      psql \"$XRIDES_PG_DSN\" -c 'select count(*) from cab_rides'")
+        print("  stack health and logs    make status; python3 -m deploy.stack logs persister")
         return 0 if states and states.count("stored") == len(states) else 1
 
 
