@@ -61,9 +61,8 @@ async def run(base: str, key: str, seconds: float, rate: float) -> int:
         prometheus = os.environ.get("XRIDES_PROMETHEUS_URL", "http://127.0.0.1:19090")
         print("where to look:")
         print(f"  API docs (Swagger UI)    {base}/docs")
-        print(
-            f'  track a request          curl -H "Authorization: Bearer $XRIDES_API_KEY" {base}/v1/requests/{request_ids[0]}'
-        )
+        auth = '-H "Authorization: Bearer $XRIDES_API_KEY"'
+        print(f"  track a request          curl {auth} {base}/v1/requests/{request_ids[0]}")
         print(f"  metrics                  {base}/metrics, persister :9101/metrics, Prometheus {prometheus}")
         print("  rides in PostgreSQL      psql \"$XRIDES_PG_DSN\" -c 'select count(*) from cab_rides'")
         print("  stack health and logs    make status; python3 -m deploy.stack logs persister")
