@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.stack import envfile
+from deploy.stack.artifacts import MavenArtifact, fetch_maven
 from deploy.stack.errors import StackError
 from deploy.stack.layout import Context, Layout
 from deploy.stack.platform import REGISTRY, PlatformProcess
@@ -242,6 +243,14 @@ def up_platform(ctx: Context, names: set[str]) -> None:
         raise StackError("\n".join(failures))
 
 
+FLINK_JARS = (MavenArtifact("org.apache.flink", "flink-sql-connector-kafka", "5.0.0-2.2"),)
+
+
+def fetch_flink_jars(layout: Layout) -> Path:
+    """The connector jars the PyFlink job loads (``.stack/downloads/flink-jars/lib``)."""
+    return fetch_maven("flink-jars", FLINK_JARS, layout.downloads / "flink-jars", transitive=False)
+
+
 def up(ctx: Context, only: Sequence[str] | None = None) -> None:
     """Bring the selected parts up; idempotent and self-healing."""
     began = time.monotonic()
@@ -257,6 +266,8 @@ def up(ctx: Context, only: Sequence[str] | None = None) -> None:
         up_services(ctx, services)
         if "postgres" in service_names:
             run_migrations(ctx)
+        if platform_names:
+            fetch_flink_jars(layout)
         up_platform(ctx, platform_names)
     say(f"up: done in {time.monotonic() - began:.1f}s; variables in {layout.env_file}")
 

@@ -71,8 +71,9 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None =
 class PlatformProcess:
     """A platform process run exactly as deployed: ``python -m <module>`` with XRIDES_* settings."""
 
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, module: str, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.module = module
+        self.args = args
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -80,7 +81,11 @@ class PlatformProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", self.module, *self.args],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:

@@ -1,0 +1,1 @@
+"""Stream processing: PyFlink enrichment of rides, and the indexer that loads them into Elasticsearch."""

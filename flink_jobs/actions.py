@@ -1,0 +1,75 @@
+"""What the job tells the indexer: one JSON action per line of the ``rides.es`` topic.
+
+The decisions (which index, which version, skip or delete) are made in the job, which owns the
+per-booking state; the indexer only applies them. Kept free of PyFlink so it is unit-testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from flink_jobs.enrich import ServiceRegion, daily_index, enrich
+from xrides.ride import RideValidationError, decode_envelope, format_timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The hot window: pickups in [reference - hot_days, +inf) are indexed."""
+
+    hot_days: int
+    reference_time: datetime | None = None
+
+    def oldest(self) -> datetime:
+        return (self.reference_time or datetime.now(UTC)) - timedelta(days=self.hot_days)
+
+
+@dataclass(slots=True)
+class BookingState:
+    """The job's keyed state for one booking: where its current version is indexed."""
+
+    index: str | None = None
+    version: int = 0
+
+
+def plan(
+    raw: bytes, state: BookingState, window: Window, zone: ZoneInfo, region: ServiceRegion, prefix: str
+) -> list[dict[str, Any]]:
+    """The actions for one message on ``rides``, updating ``state`` in place."""
+    try:
+        envelope = decode_envelope(raw)
+    except RideValidationError as exc:
+        return [{"op": "dead", "reason": f"invalid ride: {exc.message}"[:1000], "raw": raw.decode("latin-1")}]
+    except (ValueError, TypeError) as exc:
+        return [{"op": "dead", "reason": f"undecodable message: {exc}"[:1000], "raw": raw.decode("latin-1")}]
+    ride = envelope.ride
+    if envelope.version < state.version:
+        return []  # an old replay: the stored version is newer (Elasticsearch would refuse it too)
+    actions: list[dict[str, Any]] = []
+    index = daily_index(prefix, ride)
+    if state.index is not None and state.index != index:
+        # The pickup moved to another day: remove the copy in the old daily index.
+        actions.append(
+            {"op": "delete", "index": state.index, "id": str(ride.booking_id), "version": envelope.version}
+        )
+    state.version = envelope.version
+    if ride.from_date < window.oldest():
+        state.index = None
+        actions.append({"op": "skip", "reason": "older than the hot window", "id": str(ride.booking_id)})
+        return actions
+    state.index = index
+    doc = enrich(ride, zone, region)
+    doc["version"] = envelope.version
+    doc["received_at"] = format_timestamp(envelope.received_at)
+    actions.append(
+        {"op": "index", "index": index, "id": str(ride.booking_id), "version": envelope.version, "doc": doc}
+    )
+    return actions
+
+
+def encode(action: dict[str, Any]) -> str:
+    return orjson.dumps(action).decode()

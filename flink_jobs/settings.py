@@ -1,0 +1,33 @@
+"""Settings of the stream job and the indexer: ``XRIDES_*`` variables, local-stack defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    SECRETS: ClassVar[tuple[str, ...]] = ()
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    es_url: str = "http://127.0.0.1:19200"
+    rides_topic: str = "rides"
+    actions_topic: str = "rides.es"  # the job's output: index/delete actions for the indexer
+    es_dlq_topic: str = "rides.es-dlq"  # documents Elasticsearch refused, with the reason
+    flink_group_id: str = "xrides-flink-rides"
+    indexer_group_id: str = "xrides-es-indexer"
+    es_rides_prefix: str = "rides-"
+    hot_days: int = 60  # rides whose pickup is older than this are not indexed (the archive has them)
+    reference_time: str = ""  # ISO 8601; empty = now. Moves the hot window for replayed history.
+    local_zone: str = "Asia/Kolkata"
+    checkpoint_interval_ms: int = 2000
+    bundle_size: int = 200  # PyFlink bundles: small ones keep latency low (defaults add seconds)
+    bundle_time_ms: int = 100
+    flink_jars_dir: str = ".stack/downloads/flink-jars/lib"
+    flink_state_dir: str = ".stack/flink"
+    indexer_batch_max: int = 2000
+    indexer_wait_ms: int = 100
+    indexer_metrics_port: int = 9103
+    metrics_host: str = "127.0.0.1"
+    log_level: str = "INFO"

@@ -1,0 +1,167 @@
+"""The PyFlink job and the indexer against real Kafka, Elasticsearch and Flink's mini cluster.
+
+Isolated by their own topics, consumer groups and index prefix. One test walks the whole story,
+because starting the job (a JVM plus Python workers) is the expensive part.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from flink_jobs.enrich import haversine_km
+from xrides.ride import RideEnvelope, example_ride, parse_ride
+
+from conftest import PlatformProcess, free_port, wait_http
+
+pytestmark = pytest.mark.integration
+
+
+class Stream:
+    def __init__(self, stack_env: dict[str, str], tmp_path: Path) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.tmp_path = tmp_path
+        self.rides_topic = f"test-rides-{tag}"
+        self.prefix = f"test-{tag}-rides-"
+        self.indexer_port = free_port()
+        self.env = {
+            **os.environ,
+            **stack_env,
+            "XRIDES_RIDES_TOPIC": self.rides_topic,
+            "XRIDES_ACTIONS_TOPIC": f"test-actions-{tag}",
+            "XRIDES_ES_DLQ_TOPIC": f"test-es-dlq-{tag}",
+            "XRIDES_ES_RIDES_PREFIX": self.prefix,
+            "XRIDES_FLINK_GROUP_ID": f"test-flink-{tag}",
+            "XRIDES_INDEXER_GROUP_ID": f"test-indexer-{tag}",
+            "XRIDES_INDEXER_METRICS_PORT": str(self.indexer_port),
+            "XRIDES_REFERENCE_TIME": "2013-02-01T00:00:00+00:00",
+            "XRIDES_FLINK_STATE_DIR": str(tmp_path / "flink"),
+        }
+        admin = KafkaAdminClient(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"])
+        admin.create_topics([NewTopic(self.rides_topic, 3, 1)])
+        admin.close()
+        self.producer = KafkaProducer(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"], acks="all")
+        self.es = Elasticsearch(stack_env["XRIDES_ES_URL"])
+        self.processes: list[PlatformProcess] = []
+
+    def start(self, command: str, **overrides: str) -> PlatformProcess:
+        env = {**self.env, **{f"XRIDES_{k.upper()}": v for k, v in overrides.items()}}
+        log_path = self.tmp_path / f"{command}-{len(self.processes)}.log"
+        process = PlatformProcess("flink_jobs", env, log_path, args=(command,))
+        process.start()
+        self.processes.append(process)
+        if command == "indexer":
+            wait_http(f"http://127.0.0.1:{self.indexer_port}/healthz", 60, process.proc)
+        return process
+
+    def send(self, version: int, **changes: Any) -> None:
+        envelope = RideEnvelope(parse_ride({**example_ride(), **changes}), version)
+        self.producer.send(self.rides_topic, key=envelope.key(), value=envelope.encode()).get(30)
+
+    def docs(self) -> dict[str, dict[str, Any]]:
+        self.es.indices.refresh(index=f"{self.prefix}*", allow_no_indices=True)
+        result = self.es.search(index=f"{self.prefix}*", size=1000, allow_no_indices=True)
+        return {hit["_id"]: {**hit["_source"], "_index": hit["_index"]} for hit in result["hits"]["hits"]}
+
+    def wait_for(self, predicate: Any, timeout_s: float = 180) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        docs: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            docs = self.docs()
+            if predicate(docs):
+                return docs
+            time.sleep(1)
+        logs = "\n".join(p.log_tail(15) for p in self.processes)
+        raise AssertionError(f"condition not met; {len(docs)} docs\n{logs}")
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.producer.close()
+        names = list(self.es.indices.get(index=f"{self.prefix}*", allow_no_indices=True))
+        if names:  # wildcard deletes are refused (action.destructive_requires_name)
+            self.es.indices.delete(index=",".join(names))
+        self.es.close()
+
+    def caught_up(self, group: str, topic: str, timeout_s: float = 180) -> None:
+        """Wait until ``group`` has committed the end of ``topic`` (Flink commits on checkpoints)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.env["XRIDES_KAFKA_BOOTSTRAP"])
+        consumer = KafkaConsumer(bootstrap_servers=self.env["XRIDES_KAFKA_BOOTSTRAP"])
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                parts = consumer.partitions_for_topic(topic) or set()
+                ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+                committed = admin.list_group_offsets(group).get(group, {})
+                if ends and all(tp in committed and committed[tp].offset >= end for tp, end in ends.items()):
+                    return
+                time.sleep(1)
+            raise AssertionError(f"{group} did not reach the end of {topic}")
+        finally:
+            consumer.close()
+            admin.close()
+
+
+@pytest.fixture
+def stream(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Stream]:
+    s = Stream(stack_env, tmp_path)
+    yield s
+    s.close()
+
+
+def test_rides_flow_enriched_versioned_and_survive_a_killed_job(stream: Stream) -> None:
+    for booking in range(1, 41):
+        stream.send(100, booking_id=booking, from_date=f"1/{booking % 28 + 1}/2013 10:00")
+    stream.send(100, booking_id=41, from_date="6/1/2012 10:00")  # older than 60 days before 2013-02-01
+    stream.send(200, booking_id=1, from_date="1/2/2013 10:00", car_cancellation=1)  # an update
+    stream.send(50, booking_id=2, from_date="1/3/2013 10:00", driver_id=999)  # an old replay
+    stream.send(200, booking_id=3, from_date="1/25/2013 10:00")  # moves to another day
+    stream.producer.send(stream.rides_topic, key=b"x", value=b"\xff not json").get(30)
+
+    stream.start("indexer")
+    job = stream.start("job")
+    docs = stream.wait_for(lambda d: len(d) >= 40 and d.get("1", {}).get("is_cancelled") is True)
+    assert len(docs) == 40, "one document per in-window booking, none for the old one"
+    assert "41" not in docs
+    assert docs["1"]["is_cancelled"] is True
+    assert docs["2"]["driver_id"] == 0, "the older version must not win"
+    assert docs["3"]["_index"] == f"{stream.prefix}2013.01.25"
+    assert docs["5"]["distance_km"] == round(haversine_km(12.92415, 77.67229, 12.92732, 77.63575), 3)
+    assert docs["5"]["hour_of_day"] == 10
+    assert docs["5"]["booking_channel"] == "offline"
+
+    # SIGKILL the job; what it had not checkpointed is replayed after the restart.
+    assert job.proc is not None
+    job.proc.send_signal(signal.SIGKILL)
+    job.proc.wait()
+    for booking in range(42, 62):
+        stream.send(300, booking_id=booking, from_date="1/20/2013 08:00")
+    stream.start("job")
+    docs = stream.wait_for(lambda d: len(d) >= 60)
+    assert len(docs) == 60
+
+    # Replaying the whole topic (a new consumer group reads from the start) changes nothing.
+    replay_group = f"{stream.env['XRIDES_FLINK_GROUP_ID']}-replay"
+    replay = stream.start("job", flink_group_id=replay_group)
+    stream.caught_up(replay_group, stream.rides_topic)
+    stream.caught_up(stream.env["XRIDES_INDEXER_GROUP_ID"], stream.env["XRIDES_ACTIONS_TOPIC"])
+    docs = stream.docs()
+    assert len(docs) == 60
+    assert docs["1"]["is_cancelled"] is True
+    assert docs["2"]["driver_id"] == 0
+    copies = stream.es.search(index=f"{stream.prefix}*", query={"ids": {"values": ["3"]}})["hits"]["hits"]
+    assert [hit["_index"] for hit in copies] == [f"{stream.prefix}2013.01.25"], (
+        "a moved ride left a stale copy"
+    )
+    assert replay.proc is not None
+    assert replay.proc.poll() is None
