@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
+from flink_jobs.health import check
 from flink_jobs.settings import StreamSettings
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
@@ -14,8 +16,12 @@ from xrides.settings import describe, load_settings
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flink_jobs", description=__doc__)
     parser.add_argument("command", choices=("job", "indexer"))
+    parser.add_argument("--check", action="store_true", help="exit 0 if the running process is healthy")
     args = parser.parse_args(argv)
     settings = load_settings(StreamSettings)
+    if args.check:
+        port = settings.job_metrics_port if args.command == "job" else settings.indexer_metrics_port
+        return check(settings.metrics_host, port)
     if args.command == "job":
         from flink_jobs.rides_job import run  # noqa: PLC0415 - PyFlink is heavy; only the job needs it
 
@@ -25,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     from flink_jobs.indexer import Indexer  # noqa: PLC0415
 
     setup_logging("xrides-es-indexer", settings.log_level)
-    import logging  # noqa: PLC0415
-
     logging.getLogger("flink_jobs").info("starting", extra={"settings": describe(settings)})
     indexer = Indexer(settings)
     server = indexer.serve_health()

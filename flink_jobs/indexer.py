@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import orjson
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 
+from flink_jobs.health import serve_health
 from flink_jobs.mapping import rides_template
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
@@ -161,31 +162,9 @@ class Indexer:
             self.es.close()
 
     def serve_health(self) -> ThreadingHTTPServer:
-        indexer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    body, ctype, status = generate_latest(), CONTENT_TYPE_LATEST, 200
-                elif self.path == "/healthz":
-                    ok = time.monotonic() - indexer.last_beat < 60
-                    body, ctype, status = (
-                        b'{"status":"ok"}' if ok else b'{"status":"stalled"}',
-                        "application/json",
-                        200 if ok else 503,
-                    )
-                else:
-                    body, ctype, status = b"not found", "text/plain", 404
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        server = ThreadingHTTPServer(
-            (self.settings.metrics_host, self.settings.indexer_metrics_port), Handler
+        settings = self.settings
+        return serve_health(
+            settings.metrics_host,
+            settings.indexer_metrics_port,
+            lambda: time.monotonic() - self.last_beat < 60,
         )
-        threading.Thread(target=server.serve_forever, name="indexer-health", daemon=True).start()
-        return server

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from flink_jobs.actions import BookingState, Window, encode, plan
 from flink_jobs.enrich import ServiceRegion
+from flink_jobs.health import serve_health
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
 
@@ -63,6 +64,11 @@ def build(settings: StreamSettings) -> Any:
     conf.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
     conf.set_string("taskmanager.memory.process.size", "768m")
     conf.set_string("execution.checkpointing.dir", Path(settings.flink_state_dir).resolve().as_uri())
+    if settings.flink_remote:  # submit to a Flink cluster (compose) instead of the mini cluster
+        host, _, port = settings.flink_remote.partition(":")
+        conf.set_string("execution.target", "remote")
+        conf.set_string("rest.address", host)
+        conf.set_string("rest.port", port or "8081")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
     env.enable_checkpointing(settings.checkpoint_interval_ms, CheckpointingMode.AT_LEAST_ONCE)
@@ -133,6 +139,8 @@ def build(settings: StreamSettings) -> Any:
 def run(settings: StreamSettings) -> None:
     ensure_topics(settings)
     env = build(settings)
+    # Healthy once the job graph is built and handed to Flink (execute() blocks for the job's life).
+    serve_health(settings.metrics_host, settings.job_metrics_port, lambda: True)
     log.info("rides job starting", extra={"kafka.topic": settings.rides_topic})
     env.execute("xrides-rides-enrichment")
 

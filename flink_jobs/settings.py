@@ -29,5 +29,7 @@ class StreamSettings:
     indexer_batch_max: int = 2000
     indexer_wait_ms: int = 100
     indexer_metrics_port: int = 9103
+    job_metrics_port: int = 9102
+    flink_remote: str = ""  # host:port of a JobManager's REST endpoint; empty = local mini cluster
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"

@@ -178,7 +178,10 @@ class RideConsumer:
 
     def _update_lag(self, next_offsets: dict[int, int]) -> None:
         topic = self.settings.rides_topic
+        owned = {tp.partition for tp in self.consumer.assignment()}
         for partition, offset in next_offsets.items():
+            if partition not in owned:  # a rebalance moved it while the batch was written
+                continue
             highwater = self.consumer.highwater(TopicPartition(topic, partition))
             if highwater is not None:
                 CONSUMER_LAG.labels(str(partition)).set(max(0, highwater - offset))

@@ -60,4 +60,17 @@ REGISTRY: tuple[PlatformProcess, ...] = (
         health_url="http://127.0.0.1:9101/healthz",
         metrics_target="127.0.0.1:9101",
     ),
+    PlatformProcess(
+        name="es-indexer",
+        argv=(".venv/bin/python", "-m", "flink_jobs", "indexer"),
+        health_url="http://127.0.0.1:9103/healthz",
+        metrics_target="127.0.0.1:9103",
+    ),
+    PlatformProcess(
+        name="flink-job",
+        argv=(".venv/bin/python", "-m", "flink_jobs", "job"),
+        health_url="http://127.0.0.1:9102/healthz",
+        metrics_target="127.0.0.1:9102",
+        health_timeout=120.0,  # a JVM and the Python workers start first
+    ),
 )
