@@ -31,8 +31,31 @@ async def _state(session: aiohttp.ClientSession, base: str, request_id: str) -> 
         return str(data.get("state", data.get("error_code")))
 
 
+def _es_url() -> str:
+    return os.environ.get("XRIDES_ES_URL", "http://127.0.0.1:19200")
+
+
+async def _searchable(low: int, high: int, wait_s: float = 30) -> int:
+    """How many of the demo's rides the Flink job and indexer made searchable (best effort)."""
+    query = {"query": {"range": {"booking_id": {"gte": low, "lte": high}}}}
+    deadline = time.monotonic() + wait_s
+    count = 0
+    async with aiohttp.ClientSession() as es:  # its own session: the API key stays with the API
+        while time.monotonic() < deadline:
+            try:
+                async with es.post(f"{_es_url()}/rides-*/_count", json=query) as response:
+                    count = int((await response.json()).get("count", 0)) if response.status == 200 else 0
+            except aiohttp.ClientError:
+                count = 0
+            if count >= high - low + 1:
+                break
+            await asyncio.sleep(1)
+    return count
+
+
 async def run(base: str, key: str, seconds: float, rate: float) -> int:
-    generator = RideGenerator(seed=int(time.time()), first_booking_id=int(time.time() * 1000) % 10**12)
+    first_id = int(time.time() * 1000) % 10**12
+    generator = RideGenerator(seed=int(time.time()), first_booking_id=first_id)
     request_ids: list[str] = []
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(headers=headers) as session:
@@ -58,6 +81,8 @@ async def run(base: str, key: str, seconds: float, rate: float) -> int:
             if stored == len(states):
                 break
             await asyncio.sleep(1)
+        searchable = await _searchable(first_id, generator.next_id - 1)
+        print(f"  searchable in Elasticsearch (rides-*): {searchable}/{sent} rides")
         prometheus = os.environ.get("XRIDES_PROMETHEUS_URL", "http://127.0.0.1:19090")
         print("where to look:")
         print(f"  API docs (Swagger UI)    {base}/docs")
@@ -65,6 +90,7 @@ async def run(base: str, key: str, seconds: float, rate: float) -> int:
         print(f"  track a request          curl {auth} {base}/v1/requests/{request_ids[0]}")
         print(f"  metrics                  {base}/metrics, persister :9101/metrics, Prometheus {prometheus}")
         print("  rides in PostgreSQL      psql \"$XRIDES_PG_DSN\" -c 'select count(*) from cab_rides'")
+        print(f"  rides in Elasticsearch   curl '{_es_url()}/rides-*/_search?size=1&pretty'")
         print("  stack health and logs    make status; python3 -m deploy.stack logs persister")
         return 0 if states and states.count("stored") == len(states) else 1
 
