@@ -7,8 +7,8 @@ import logging
 import signal
 import sys
 
-from flink_jobs.health import check
 from flink_jobs.settings import StreamSettings
+from xrides.health import check_health
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(StreamSettings)
     if args.check:
         port = settings.job_metrics_port if args.command == "job" else settings.indexer_metrics_port
-        return check(settings.metrics_host, port)
+        return check_health(settings.metrics_host, port)
     if args.command == "job":
         from flink_jobs.rides_job import run  # noqa: PLC0415 - PyFlink is heavy; only the job needs it
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,12 +32,3 @@ def serve_health(host: str, port: int, healthy: Callable[[], bool]) -> Threading
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server
-
-
-def check(host: str, port: int) -> int:
-    """Exit status for ``--check``: 0 when the process answers /healthz with 200."""
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as response:
-            return 0 if response.status == 200 else 1
-    except OSError:
-        return 1

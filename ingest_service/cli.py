@@ -5,27 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import urllib.request
 
 import uvloop
 from aiohttp import web
 
 from ingest_service.app import create_app
 from ingest_service.settings import ApiSettings
+from xrides.health import check_health
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
 
 log = logging.getLogger("ingest_service")
-
-
-def check(settings: ApiSettings) -> int:
-    """Exit 0 when the running API answers /healthz (for process managers and compose)."""
-    url = f"http://{settings.api_host}:{settings.api_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return 0 if response.status == 200 else 1
-    except OSError:
-        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings(ApiSettings)
     if args.check:
-        return check(settings)
+        return check_health(settings.api_host, settings.api_port)
     setup_logging("xrides-api", settings.log_level)
     # kafka-python's sender thread shares the GIL with the event loop; the default 5 ms switch
     # interval let it hold the loop for whole milliseconds (p99 ack latency 20 ms -> 6 ms at 1k/s).

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import urllib.request
 
 import asyncpg
 from kafka import KafkaProducer
@@ -17,6 +16,7 @@ from persister.health import Health, start_health_server
 from persister.migrate import migrate
 from persister.settings import PersisterSettings
 from persister.writer import RideWriter
+from xrides.health import check_health
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
 
@@ -60,15 +60,6 @@ async def replay(settings: PersisterSettings, limit: int) -> int:
         await conn.close()
 
 
-def check(settings: PersisterSettings) -> int:
-    url = f"http://{settings.metrics_host}:{settings.metrics_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return 0 if response.status == 200 else 1
-    except OSError:
-        return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xrides-persister", description=__doc__)
     parser.add_argument("command", nargs="?", default="run", choices=("run", "migrate", "replay"))
@@ -77,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings(PersisterSettings)
     if args.check:
-        return check(settings)
+        return check_health(settings.metrics_host, settings.metrics_port)
     setup_logging("xrides-persister", settings.log_level)
     if args.command == "migrate":
         applied = asyncio.run(migrate(settings.pg_dsn, settings.partitions_ahead_months))
