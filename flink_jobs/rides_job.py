@@ -69,6 +69,8 @@ def build(settings: StreamSettings) -> Any:
         conf.set_string("execution.target", "remote")
         conf.set_string("rest.address", host)
         conf.set_string("rest.port", port or "8081")
+    else:  # a mini cluster picks free ports, so several jobs (tests beside `make up`'s) can run
+        conf.set_string("rest.bind-port", "0")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
     env.enable_checkpointing(settings.checkpoint_interval_ms, CheckpointingMode.AT_LEAST_ONCE)

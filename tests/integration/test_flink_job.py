@@ -56,6 +56,7 @@ class Stream:
 
     def start(self, command: str, **overrides: str) -> PlatformProcess:
         env = {**self.env, **{f"XRIDES_{k.upper()}": v for k, v in overrides.items()}}
+        env["XRIDES_JOB_METRICS_PORT"] = str(free_port())  # several jobs may run at once
         log_path = self.tmp_path / f"{command}-{len(self.processes)}.log"
         process = PlatformProcess("flink_jobs", env, log_path, args=(command,))
         process.start()
