@@ -12,7 +12,7 @@ class ApiSettings:
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_public_url: str = ""  # base of status_url links; empty: derived from the request
+    api_public_url: str = ""  # base of status_url links; empty: relative links (/v1/requests/...)
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
     rides_topic: str = "rides"

@@ -25,6 +25,10 @@ def _pool(services: Services) -> asyncpg.Pool:
     return services.pool
 
 
+# PostgreSQL trouble while reading is the store's unavailability, not a bug: 503 + Retry-After.
+_STORE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 def _overall(states: list[str]) -> str:
     if "accepted" in states:
         return "accepted"
@@ -48,7 +52,10 @@ async def get_request(request: web.Request) -> web.Response:
         if found is None:
             raise NotFound(f"unknown request id {text!r}")
         items = found
-    states = await tracking.item_states(_pool(services), [p for _, p in items])
+    try:
+        states = await tracking.item_states(_pool(services), [p for _, p in items])
+    except _STORE_ERRORS as exc:
+        raise Unavailable(f"tracking store unavailable: {type(exc).__name__}", retry_after_s=5) from exc
     out: list[dict[str, Any]] = []
     for index, position in items:
         state = states.get(position)
@@ -72,7 +79,10 @@ async def get_ride(request: web.Request) -> web.Response:
     text = request.match_info["booking_id"]
     if not text.isdigit() or len(text) > 19:
         raise MalformedBody("booking_id must be a positive integer")
-    ride = await tracking.latest_ride(_pool(services), int(text))
+    try:
+        ride = await tracking.latest_ride(_pool(services), int(text))
+    except _STORE_ERRORS as exc:
+        raise Unavailable(f"tracking store unavailable: {type(exc).__name__}", retry_after_s=5) from exc
     if ride is None:
         raise NotFound(f"no stored ride with booking_id {text}")
     return json_response({**ride, "state": "stored"})

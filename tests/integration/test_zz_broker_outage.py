@@ -66,3 +66,31 @@ async def test_broker_down_gives_503_then_recovers(
         assert status == 202, "the API did not recover after the broker came back"
         assert api.proc is not None
         assert api.proc.poll() is None, "the API process restarted or died"
+
+
+async def test_postgres_down_leaves_ingest_up_and_tracking_answers_503(
+    start_api: Callable[..., tuple[str, PlatformProcess]], stack_env: dict[str, str]
+) -> None:
+    base, _ = start_api()
+    headers = {"Authorization": f"Bearer {stack_env['XRIDES_API_KEY']}", "Content-Type": "application/json"}
+    ride = {**example_ride(), "booking_id": int(time.time() * 1000) + 7}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(base + "/v1/rides", data=orjson.dumps(ride)) as response:
+            request_id = (await response.json())["request_id"]
+        stack("down", "--only", "postgres")
+        try:
+            # The hot path needs only Kafka: rides are still acknowledged.
+            async with session.post(base + "/v1/rides", data=orjson.dumps(ride)) as response:
+                assert response.status == 202
+            async with session.get(f"{base}/v1/requests/{request_id}") as response:
+                assert response.status == 503
+                assert int(response.headers["Retry-After"]) >= 1
+        finally:
+            stack("up", "--only", "postgres")
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and status != 200:
+            async with session.get(f"{base}/v1/requests/{request_id}") as response:
+                status = response.status
+            await asyncio.sleep(0.5)
+        assert status == 200, "tracking did not recover after PostgreSQL came back"
