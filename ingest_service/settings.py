@@ -8,7 +8,7 @@ from typing import ClassVar
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
-    SECRETS: ClassVar[tuple[str, ...]] = ("api_key", "api_key_hashes")
+    SECRETS: ClassVar[tuple[str, ...]] = ("api_key", "api_key_hashes", "s3_secret_key")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -34,3 +34,16 @@ class ApiSettings:
     api_key_hashes: str = ""
     api_key: str = ""
     log_level: str = "INFO"
+    # The query DSL (POST /v1/query): its backends and limits, as in query_dsl.settings.QuerySettings.
+    es_url: str = "http://127.0.0.1:19200"
+    es_rides_prefix: str = "rides-"
+    hot_days: int = 60
+    s3_endpoint: str = "http://127.0.0.1:19000"
+    s3_access_key: str = "xrides"
+    s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; real ones come from the environment
+    s3_bucket: str = "xrides-archive"
+    query_archive_prefix: str = "rides"
+    query_pg_table: str = "cab_rides"
+    query_timeout_s: float = 30.0
+    query_max_groups: int = 10_000
+    query_max_rows: int = 10_000

@@ -1,0 +1,83 @@
+"""``POST /v1/query`` and ``POST /v1/query/explain``: the query DSL over HTTP (API keys with the query scope).
+
+The body is the DSL's JSON form (YAML is accepted with a YAML content type); ``?backend=`` is
+postgres, elasticsearch, archive or auto (the default). Errors are raised, never answered here:
+the ``observe`` middleware maps them to responses in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from ingest_service.context import SERVICES, json_response
+from ingest_service.settings import ApiSettings
+from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
+from query_dsl.plan import Plan
+from xrides.errors import MalformedBody, UnsupportedMediaType
+
+QUERY_ENGINE = web.AppKey("query_engine", QueryEngine)
+_MEDIA_TYPES = ("application/json", "application/yaml", "application/x-yaml", "text/yaml")
+
+
+def query_settings(settings: ApiSettings) -> QuerySettings:
+    """The API's settings for the query DSL (the same ``XRIDES_*`` names as the CLI's)."""
+    return QuerySettings(
+        pg_dsn=settings.pg_dsn,
+        es_url=settings.es_url,
+        es_rides_prefix=settings.es_rides_prefix,
+        hot_days=settings.hot_days,
+        s3_endpoint=settings.s3_endpoint,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        s3_bucket=settings.s3_bucket,
+        query_archive_prefix=settings.query_archive_prefix,
+        query_pg_table=settings.query_pg_table,
+        query_timeout_s=settings.query_timeout_s,
+        query_max_groups=settings.query_max_groups,
+        query_max_rows=settings.query_max_rows,
+    )
+
+
+async def _plan(request: web.Request) -> tuple[Plan, str, datetime]:
+    services = request.app[SERVICES]
+    services.keys.authenticate(request.headers.get("Authorization"), ("query",))
+    if request.content_type not in _MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"send the query as application/json (or YAML), not {request.content_type}"
+        )
+    try:
+        body = await request.read()
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody("the query is not UTF-8") from exc
+    query, params = parse_document(text)
+    now = datetime.now(UTC)
+    engine = request.app[QUERY_ENGINE]
+    return plan_query(query, params, now, engine.limits), request.query.get("backend", "auto"), now
+
+
+async def post_query(request: web.Request) -> web.Response:
+    plan, backend, now = await _plan(request)
+    result = await request.app[QUERY_ENGINE].run(plan, backend, now)
+    return json_response(result.as_dict())
+
+
+async def post_explain(request: web.Request) -> web.Response:
+    plan, backend, now = await _plan(request)
+    return json_response(request.app[QUERY_ENGINE].explain(plan, backend, now))
+
+
+def setup(app: web.Application, settings: ApiSettings) -> None:
+    """Register the routes and the engine (its clients open on first use, close with the app)."""
+    services = app[SERVICES]
+    engine = QueryEngine(query_settings(settings), pool=lambda: services.pool)
+    app[QUERY_ENGINE] = engine
+
+    async def close(_: web.Application) -> None:
+        await engine.close()
+
+    app.on_cleanup.append(close)
+    app.router.add_post("/v1/query", post_query)
+    app.router.add_post("/v1/query/explain", post_explain)
