@@ -122,9 +122,10 @@ def _haversine(dialect: str) -> str:
         f" * power(sin(radians({lo2} - {lo1}) / 2), 2)"
     )
     inner = f"2 * 6371.0088 * asin(least(1.0, sqrt({a})))"
-    if dialect == "pg":
-        return f"round(({inner})::numeric, 3)::float8"
-    return f"round({inner}, 3)"
+    rounded = f"round(({inner})::numeric, 3)::float8" if dialect == "pg" else f"round({inner}, 3)"
+    # least() skips nulls, so a ride without a drop-off would get asin(1): null it explicitly
+    missing = " OR ".join(f"{c} IS NULL" for c in ("from_lat", "from_long", "to_lat", "to_long"))
+    return f"CASE WHEN {missing} THEN NULL ELSE {rounded} END"
 
 
 def _channel() -> str:

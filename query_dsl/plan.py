@@ -216,7 +216,10 @@ class _Planner:
         if vtype is ValueType.TIMESTAMP:
             if not isinstance(value, str):
                 raise QueryError(f"{name} expects an ISO 8601 date or timestamp string, got {shown}", path)
-            return parse_instant(value, self.zone, path)
+            try:
+                return parse_instant(value, self.zone, path)
+            except QueryError as exc:
+                raise QueryError(f"{name}: {exc.message.removeprefix(path + ': ')}", path) from exc
         choices = target.choices if isinstance(target, FieldDef) else ()
         if not isinstance(value, str) or (choices and value not in choices):
             allowed = f"one of {', '.join(choices)}" if choices else "a string"
@@ -237,7 +240,8 @@ class _Planner:
         if isinstance(f, Compare):
             if f.op not in ("eq", "ne") and value_type(target) in (ValueType.STRING, ValueType.BOOLEAN):
                 raise QueryError(f"{target.name} can only be compared with = or !=", path)
-            return BCompare(target, f.op, self.typed(target, self.bind(f.value, path), path))
+            value_path = f"{path}.value"
+            return BCompare(target, f.op, self.typed(target, self.bind(f.value, value_path), value_path))
         if isinstance(f, InList):
             if isinstance(f.values, Param):
                 raw = self.params.get(f.values.name)
