@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", action="append", default=[], help="name=value (JSON or a string)")
     parser.add_argument("-o", "--format", default="table", choices=("table", "csv", "json"))
     parser.add_argument("--now", help="resolve relative ranges at this ISO 8601 instant")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     settings = load_settings(QuerySettings)
     try:
         if args.command == "normalize":

@@ -116,7 +116,7 @@ async def load_elasticsearch(url: str, prefix: str, rides: list[Ride], chunk: in
                 doc["received_at"] = format_timestamp(ride.booking_created)
                 yield {"_index": daily_index(prefix, ride), "_id": str(ride.booking_id), "_source": doc}
 
-        await helpers.async_bulk(client, actions(), chunk_size=chunk, refresh=False)
+        await helpers.async_bulk(client, actions(), chunk_size=chunk, refresh=False, max_retries=3)
         await client.indices.refresh(index=f"{prefix}*")
     finally:
         await client.close()

@@ -1,0 +1,126 @@
+"""Query DSL benchmark: latency of every documented example on each backend over N synthetic rides.
+
+    python benchmarks/query_bench.py --rides 1000000 --days 30 --repeat 5 [--skip-load]
+
+Uses the running local stack (`make up`). The rides come from ``query_dsl.synthetic`` (the load
+generator's Bangalore mix, booking times uniform over ``--days`` days before now, 60% with a
+drop-off time), written to their own table (``bench_query.cab_rides``, monthly partitioning as in
+the system of record), daily indices (``benchrides-*``, the Flink job's template and ``enrich``)
+and Parquet files (``s3://xrides-archive/bench/rides/dt=*``), so the platform's data is untouched.
+Each example runs once to warm up, then ``--repeat`` times per backend; the median and the slowest
+run are reported, with the load times. Results go to ``benchmarks/results/query-latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
+from query_dsl.synthetic import load_archive, load_elasticsearch, load_postgres, make_rides
+from xrides.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "docs" / "query-examples").glob("*.json"))
+BACKENDS = ("postgres", "elasticsearch", "archive")
+
+
+def bench_settings() -> QuerySettings:
+    return dataclasses.replace(
+        load_settings(QuerySettings),
+        query_pg_table="bench_query.cab_rides",
+        es_rides_prefix="benchrides-",
+        query_archive_prefix="bench/rides",
+        query_timeout_s=120.0,
+    )
+
+
+async def load(settings: QuerySettings, rides: int, days: float, now: datetime) -> dict[str, float]:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = make_rides(rides, now, days)
+    timings["generate_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    await load_postgres(settings.pg_dsn, settings.query_pg_table, data)
+    timings["postgres_load_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    load_archive(settings, data)
+    timings["archive_write_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    await load_elasticsearch(settings.es_url, settings.es_rides_prefix, data)
+    timings["elasticsearch_index_s"] = time.perf_counter() - started
+    return {k: round(v, 1) for k, v in timings.items()}
+
+
+async def measure(settings: QuerySettings, repeat: int, now: datetime) -> list[dict[str, Any]]:
+    engine = QueryEngine(settings)
+    rows: list[dict[str, Any]] = []
+    try:
+        for example in EXAMPLES:
+            query, params = parse_document(example.read_text())
+            plan = plan_query(query, params, now, settings.limits)
+            for backend in BACKENDS:
+                result = await engine.run(plan, backend, now)  # warm-up (caches, DuckDB metadata)
+                times = []
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    result = await engine.run(plan, backend, now)
+                    times.append((time.perf_counter() - started) * 1000)
+                rows.append(
+                    {
+                        "example": example.stem,
+                        "backend": backend,
+                        "rows": len(result.rows),
+                        "median_ms": round(statistics.median(times), 1),
+                        "max_ms": round(max(times), 1),
+                    }
+                )
+                last = rows[-1]
+                print(
+                    f"{example.stem:48} {backend:14} {last['median_ms']:9.1f} ms (max {last['max_ms']:.1f})"
+                )
+    finally:
+        await engine.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rides", type=int, default=1_000_000)
+    parser.add_argument("--days", type=float, default=30)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--skip-load", action="store_true", help="reuse the rides of the last run")
+    args = parser.parse_args()
+    settings = bench_settings()
+    results_path = REPO / "benchmarks" / "results" / "query-latest.json"
+    now = datetime.now(UTC)
+    report: dict[str, Any] = {}
+    if args.skip_load and results_path.exists():
+        report = json.loads(results_path.read_text())
+        now = datetime.fromisoformat(report["now"])
+    else:
+        report = {"rides": args.rides, "days": args.days, "now": now.isoformat()}
+        report["load"] = asyncio.run(load(settings, args.rides, args.days, now))
+        print("load:", report["load"])
+    report["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, the whole local stack on the same machine"
+    )
+    report["repeat"] = args.repeat
+    report["latency"] = asyncio.run(measure(settings, args.repeat, now))
+    results_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {results_path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
