@@ -83,6 +83,8 @@ def load_yaml(text: str) -> Any:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise QueryError(f"not valid YAML: {str(exc)[:200]}") from exc
+    except RecursionError as exc:
+        raise QueryLimitExceeded("the query document nests too deeply") from exc
     guards.check_document(doc)
     return _plain(doc, "$")
 

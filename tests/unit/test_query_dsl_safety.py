@@ -170,7 +170,7 @@ def test_huge_lists_are_refused() -> None:
         parse_query(f"count where from_area_id in ({', '.join(map(str, values))}) during last 1 day")
 
 
-@pytest.mark.parametrize("depth", [13, 200, 100_000])
+@pytest.mark.parametrize("depth", [13, 200, 5_000, 100_000])
 def test_deep_nesting_is_refused(depth: int) -> None:
     nested: Any = {"field": "from_area_id", "op": "eq", "value": 1}
     for _ in range(min(depth, 500)):
@@ -182,7 +182,9 @@ def test_deep_nesting_is_refused(depth: int) -> None:
     with pytest.raises(QueryLimitExceeded):
         parse_query("count where " + "not " * min(depth, 4000) + "a = 1 during last 1 day")
     with pytest.raises(QueryError):
-        parse_document("[" * depth + "]" * depth)
+        parse_document("[" * depth + "]" * depth)  # YAML (not starting with "{")
+    with pytest.raises(QueryError):
+        parse_document('{"a": ' + "[" * depth + "]" * depth + "}")  # JSON
 
 
 def test_yaml_alias_bomb_is_refused() -> None:
