@@ -11,8 +11,9 @@ under ``dt=YYYY-MM-DD`` (UTC day of the pickup).
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,10 +38,13 @@ from xrides.ride import (
 )
 
 
-def make_rides(count: int, now: datetime, days: float, seed: int = 7) -> list[Ride]:
+def iter_rides(
+    count: int, now: datetime, days: float, seed: int = 7, chunk: int = 50_000
+) -> Iterator[list[Ride]]:
+    """``count`` rides in chunks (a ten-million-ride benchmark does not fit in memory at once)."""
     generator = RideGenerator(seed=seed, first_booking_id=1)
     rng = random.Random(seed)
-    rides = []
+    rides: list[Ride] = []
     for _ in range(count):
         created = now - timedelta(seconds=rng.uniform(0, days * 86400))
         wire = generator.ride(created.astimezone(KOLKATA).replace(microsecond=0))
@@ -48,7 +52,15 @@ def make_rides(count: int, now: datetime, days: float, seed: int = 7) -> list[Ri
             pickup = datetime.strptime(wire["from_date"], "%m/%d/%Y %H:%M:%S").replace(tzinfo=KOLKATA)
             wire["to_date"] = legacy_date(pickup + timedelta(minutes=rng.uniform(5, 90)))
         rides.append(parse_ride(wire))
-    return rides
+        if len(rides) == chunk:
+            yield rides
+            rides = []
+    if rides:
+        yield rides
+
+
+def make_rides(count: int, now: datetime, days: float, seed: int = 7) -> list[Ride]:
+    return [ride for chunk in iter_rides(count, now, days, seed) for ride in chunk]
 
 
 def table_ddl(table: str) -> str:
@@ -69,44 +81,101 @@ def table_ddl(table: str) -> str:
     return f"CREATE TABLE {table} ({', '.join(columns)}) PARTITION BY RANGE (from_date)"
 
 
-def _pg_value(spec_kind: Kind, value: Any) -> Any:
-    if value is not None and spec_kind in (Kind.LATITUDE, Kind.LONGITUDE):
+def _pg_value(kind: Kind, value: Any) -> Any:
+    if value is not None and kind in (Kind.LATITUDE, Kind.LONGITUDE):
         return Decimal(repr(value))
     return value
 
 
-async def load_postgres(dsn: str, table: str, rides: list[Ride]) -> None:
-    quoted = quote_table(table)
-    schema = table.split(".", maxsplit=1)[0] if "." in table else None
-    conn = await asyncpg.connect(dsn)
-    try:
-        if schema:
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(f"DROP TABLE IF EXISTS {quoted}")
-        await conn.execute(table_ddl(quoted))
-        default = quote_table(f"{table}_default")
-        await conn.execute(f"CREATE TABLE {default} PARTITION OF {quoted} DEFAULT")
-        await conn.execute(f"CREATE INDEX ON {quoted} (from_date)")
-        names = [f.name for f in RIDE_FIELDS]
-        records = [tuple(_pg_value(f.kind, getattr(r, f.name)) for f in RIDE_FIELDS) for r in rides]
-        parts = table.split(".")
-        await conn.copy_records_to_table(
-            parts[-1], records=records, columns=names, schema_name=parts[0] if len(parts) == 2 else None
+class Loader:
+    """Writes chunks of rides to the three stores, replacing what the test names held before."""
+
+    def __init__(self, settings: QuerySettings) -> None:
+        self.settings = settings
+        self.timings: dict[str, float] = defaultdict(float)
+        self._conn: asyncpg.Connection | None = None
+        self._es: AsyncElasticsearch | None = None
+        self._parts = 0
+        self._archive: Any = None
+
+    async def __aenter__(self) -> Loader:
+        s = self.settings
+        started = time.perf_counter()
+        quoted = quote_table(s.query_pg_table)
+        self._conn = await asyncpg.connect(s.pg_dsn)
+        if "." in s.query_pg_table:
+            await self._conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{s.query_pg_table.split(".")[0]}"')
+        await self._conn.execute(f"DROP TABLE IF EXISTS {quoted}")
+        await self._conn.execute(table_ddl(quoted))
+        await self._conn.execute(
+            f"CREATE TABLE {quote_table(s.query_pg_table + '_default')} PARTITION OF {quoted} DEFAULT"
         )
-        await conn.execute(f"ANALYZE {quoted}")
-    finally:
-        await conn.close()
+        self.timings["postgres_s"] += time.perf_counter() - started
 
-
-async def load_elasticsearch(url: str, prefix: str, rides: list[Ride], chunk: int = 5000) -> None:
-    client = AsyncElasticsearch(url, request_timeout=120)
-    try:
-        existing = await client.indices.get(
+        started = time.perf_counter()
+        self._es = AsyncElasticsearch(s.es_url, request_timeout=300)
+        prefix = s.es_rides_prefix
+        existing = await self._es.indices.get(
             index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True
         )
         for name in existing.body:
-            await client.indices.delete(index=name)
-        await client.indices.put_index_template(name=f"{prefix}template", **rides_template(prefix))
+            await self._es.indices.delete(index=name)
+        template = rides_template(prefix)
+        template["template"]["settings"]["refresh_interval"] = "30s"  # bulk loading; refreshed at the end
+        await self._es.indices.put_index_template(name=f"{prefix}template", **template)
+        self.timings["elasticsearch_s"] += time.perf_counter() - started
+
+        from query_dsl.backends import ArchiveReader  # noqa: PLC0415 - pyarrow only when loading
+
+        started = time.perf_counter()
+        self._archive = ArchiveReader(s)
+        fs = self._archive.filesystem()
+        fs.create_dir(self._archive.base, recursive=True)
+        fs.delete_dir_contents(self._archive.base, missing_dir_ok=True)
+        self.timings["archive_s"] += time.perf_counter() - started
+        return self
+
+    async def add(self, rides: list[Ride]) -> None:
+        await self._postgres(rides)
+        self._parquet(rides)
+        await self._elasticsearch(rides)
+        self._parts += 1
+
+    async def _postgres(self, rides: list[Ride]) -> None:
+        assert self._conn is not None
+        started = time.perf_counter()
+        parts = self.settings.query_pg_table.split(".")
+        records = [tuple(_pg_value(f.kind, getattr(r, f.name)) for f in RIDE_FIELDS) for r in rides]
+        await self._conn.copy_records_to_table(
+            parts[-1],
+            records=records,
+            columns=[f.name for f in RIDE_FIELDS],
+            schema_name=parts[0] if len(parts) == 2 else None,
+        )
+        self.timings["postgres_s"] += time.perf_counter() - started
+
+    def _parquet(self, rides: list[Ride]) -> None:
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        started = time.perf_counter()
+        by_day: dict[str, list[Ride]] = defaultdict(list)
+        for ride in rides:
+            by_day[ride.from_date.astimezone(UTC).date().isoformat()].append(ride)
+        schema = parquet_schema()
+        fs = self._archive.filesystem()
+        for day, day_rides in sorted(by_day.items()):
+            columns = {f.name: [getattr(r, f.name) for r in day_rides] for f in RIDE_FIELDS}
+            table = pa.Table.from_pydict(columns, schema=schema)
+            pq.write_table(
+                table, f"{self._archive.base}/dt={day}/part-{self._parts:05d}.parquet", filesystem=fs
+            )
+        self.timings["archive_s"] += time.perf_counter() - started
+
+    async def _elasticsearch(self, rides: list[Ride]) -> None:
+        assert self._es is not None
+        started = time.perf_counter()
+        prefix = self.settings.es_rides_prefix
         zone, region = ZoneInfo("Asia/Kolkata"), ServiceRegion()
 
         def actions() -> Iterator[dict[str, Any]]:
@@ -116,33 +185,32 @@ async def load_elasticsearch(url: str, prefix: str, rides: list[Ride], chunk: in
                 doc["received_at"] = format_timestamp(ride.booking_created)
                 yield {"_index": daily_index(prefix, ride), "_id": str(ride.booking_id), "_source": doc}
 
-        await helpers.async_bulk(client, actions(), chunk_size=chunk, refresh=False, max_retries=3)
-        await client.indices.refresh(index=f"{prefix}*")
-    finally:
-        await client.close()
+        await helpers.async_bulk(self._es, actions(), chunk_size=5000, refresh=False, max_retries=3)
+        self.timings["elasticsearch_s"] += time.perf_counter() - started
+
+    async def __aexit__(self, *exc: object) -> None:
+        s = self.settings
+        try:
+            if exc[0] is None:
+                assert self._conn is not None
+                assert self._es is not None
+                started = time.perf_counter()
+                await self._conn.execute(f"CREATE INDEX ON {quote_table(s.query_pg_table)} (from_date)")
+                await self._conn.execute(f"ANALYZE {quote_table(s.query_pg_table)}")
+                self.timings["postgres_s"] += time.perf_counter() - started
+                started = time.perf_counter()
+                await self._es.indices.refresh(index=f"{s.es_rides_prefix}*")
+                self.timings["elasticsearch_s"] += time.perf_counter() - started
+        finally:
+            if self._conn is not None:
+                await self._conn.close()
+            if self._es is not None:
+                await self._es.close()
 
 
-def load_archive(settings: QuerySettings, rides: list[Ride]) -> None:
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
-
-    from query_dsl.backends import ArchiveReader  # noqa: PLC0415
-
-    reader = ArchiveReader(settings)
-    fs = reader.filesystem()
-    fs.create_dir(reader.base, recursive=True)
-    fs.delete_dir_contents(reader.base, missing_dir_ok=True)
-    by_day: dict[str, list[Ride]] = defaultdict(list)
-    for ride in rides:
-        by_day[ride.from_date.astimezone(UTC).date().isoformat()].append(ride)
-    schema = parquet_schema()
-    for day, day_rides in sorted(by_day.items()):
-        columns = {f.name: [getattr(r, f.name) for r in day_rides] for f in RIDE_FIELDS}
-        table = pa.Table.from_pydict(columns, schema=schema)
-        pq.write_table(table, f"{reader.base}/dt={day}/part-0.parquet", filesystem=fs)
-
-
-async def load_all(settings: QuerySettings, rides: list[Ride]) -> None:
-    await load_postgres(settings.pg_dsn, settings.query_pg_table, rides)
-    await load_elasticsearch(settings.es_url, settings.es_rides_prefix, rides)
-    load_archive(settings, rides)
+async def load_all(settings: QuerySettings, chunks: Iterable[list[Ride]]) -> dict[str, float]:
+    """Load chunks of rides into all three stores; returns the seconds spent on each store."""
+    async with Loader(settings) as loader:
+        for chunk in chunks:
+            await loader.add(chunk)
+    return {k: round(v, 1) for k, v in loader.timings.items()}

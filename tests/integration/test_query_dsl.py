@@ -55,7 +55,7 @@ def _settings(stack_env: dict[str, str]) -> QuerySettings:
 def loaded(stack_env: dict[str, str]) -> tuple[QuerySettings, datetime]:
     settings = _settings(stack_env)
     now = datetime.now(UTC)
-    asyncio.run(load_all(settings, make_rides(RIDES, now, DAYS)))
+    asyncio.run(load_all(settings, [make_rides(RIDES, now, DAYS)]))
     return settings, now
 
 
