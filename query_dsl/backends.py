@@ -273,6 +273,7 @@ class QueryEngine:
                 body=compiled.body,
                 ignore_unavailable=True,
                 allow_no_indices=True,
+                request_cache=s.query_es_request_cache,
             )
         except es_errors.ConnectionTimeout as exc:
             raise QueryTimeout(f"Elasticsearch did not answer within {self.limits.timeout_s:g} s") from exc

@@ -30,6 +30,7 @@ class QuerySettings:
     query_timeout_s: float = 30.0
     query_max_groups: int = 10_000
     query_max_rows: int = 10_000
+    query_es_request_cache: bool = True  # Elasticsearch's shard cache of aggregations (off to benchmark)
 
     @property
     def limits(self) -> Limits:

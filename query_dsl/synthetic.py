@@ -130,8 +130,14 @@ class Loader:
         started = time.perf_counter()
         self._archive = ArchiveReader(s)
         fs = self._archive.filesystem()
-        fs.create_dir(self._archive.base, recursive=True)
-        fs.delete_dir_contents(self._archive.base, missing_dir_ok=True)
+        from pyarrow import fs as pafs  # noqa: PLC0415
+
+        # one object at a time: s3proxy fails batch deletes (DeleteObjects) of many keys
+        for info in fs.get_file_info(
+            pafs.FileSelector(self._archive.base, allow_not_found=True, recursive=True)
+        ):
+            if info.type == pafs.FileType.File:
+                fs.delete_file(info.path)
         self.timings["archive_s"] += time.perf_counter() - started
         return self
 
