@@ -7,6 +7,7 @@ the ``observe`` middleware maps them to responses in one place.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -22,22 +23,11 @@ _MEDIA_TYPES = ("application/json", "application/yaml", "application/x-yaml", "t
 
 
 def query_settings(settings: ApiSettings) -> QuerySettings:
-    """The API's settings for the query DSL (the same ``XRIDES_*`` names as the CLI's)."""
-    return QuerySettings(
-        pg_dsn=settings.pg_dsn,
-        es_url=settings.es_url,
-        es_rides_prefix=settings.es_rides_prefix,
-        hot_days=settings.hot_days,
-        s3_endpoint=settings.s3_endpoint,
-        s3_access_key=settings.s3_access_key,
-        s3_secret_key=settings.s3_secret_key,
-        s3_bucket=settings.s3_bucket,
-        query_archive_prefix=settings.query_archive_prefix,
-        query_pg_table=settings.query_pg_table,
-        query_timeout_s=settings.query_timeout_s,
-        query_max_groups=settings.query_max_groups,
-        query_max_rows=settings.query_max_rows,
-    )
+    """The query DSL's settings from the API's: the fields both declare, by name (same XRIDES_* variables)."""
+    shared = {f.name for f in dataclasses.fields(ApiSettings)} & {
+        f.name for f in dataclasses.fields(QuerySettings)
+    }
+    return QuerySettings(**{name: getattr(settings, name) for name in shared})
 
 
 async def _plan(request: web.Request) -> tuple[Plan, str, datetime]:

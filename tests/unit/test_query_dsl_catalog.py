@@ -12,6 +12,8 @@ import pytest
 
 from flink_jobs.enrich import ServiceRegion, enrich
 from flink_jobs.mapping import ENRICHED_PROPERTIES, rides_template
+from ingest_service.query_routes import query_settings
+from ingest_service.settings import ApiSettings
 from query_dsl.catalog import FIELDS, POINTS, RATIOS, ValueType
 from query_dsl.result import geohash, geohash_cells
 from query_dsl.synthetic import make_rides
@@ -135,3 +137,13 @@ def test_timestamps_survive_the_archive_schema() -> None:
     moment = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
     table = pa.Table.from_pydict({"t": [moment, moment + timedelta(hours=1)]})
     assert table.column("t").to_pylist()[0] == moment
+
+
+def test_the_api_passes_its_query_settings_through() -> None:
+    api = ApiSettings(
+        es_rides_prefix="x-", query_pg_table="s.t", query_max_rows=7, pg_dsn="postgresql://h/db"
+    )
+    settings = query_settings(api)
+    assert (settings.es_rides_prefix, settings.query_pg_table, settings.query_max_rows) == ("x-", "s.t", 7)
+    assert settings.pg_dsn == "postgresql://h/db"
+    assert settings.limits.max_rows == 7
