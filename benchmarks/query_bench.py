@@ -8,7 +8,7 @@ drop-off time), written to their own table (``bench_query.cab_rides``, monthly p
 the system of record), daily indices (``benchrides-*``, the Flink job's template and ``enrich``)
 and Parquet files (``s3://xrides-archive/bench/rides/dt=*``), so the platform's data is untouched.
 Each example runs once to warm up, then ``--repeat`` times per backend; the median and the slowest
-run are reported, with the first (cold) run and the load times; Elasticsearch's shard request cache
+run are reported, with the first (cold) run, whether the answer equals PostgreSQL's, and the load times; Elasticsearch's shard request cache
 is off, so repeated runs compute their aggregations. Results go to ``benchmarks/results/<--out>``.
 """
 
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
+from query_dsl.result import Result
 from query_dsl.synthetic import iter_rides, load_all
 from xrides.settings import load_settings
 
@@ -54,6 +56,20 @@ async def load(settings: QuerySettings, rides: int, days: float, now: datetime) 
     return timings
 
 
+def _agree(reference: Result, other: Result) -> bool:
+    """Exact columns equal (floats to 1e-9), approximate ones within their tolerance."""
+    if len(reference.rows) != len(other.rows):
+        return False
+    for want, got in zip(reference.rows, other.rows, strict=True):
+        for column, a, b in zip(other.columns, want, got, strict=True):
+            if a == b:
+                continue
+            numbers = isinstance(a, int | float) and isinstance(b, int | float)
+            if not numbers or not math.isclose(a, b, rel_tol=max(column.tolerance, 1e-9)):
+                return False
+    return True
+
+
 async def measure(settings: QuerySettings, repeat: int, now: datetime) -> list[dict[str, Any]]:
     engine = QueryEngine(settings)
     rows: list[dict[str, Any]] = []
@@ -61,6 +77,7 @@ async def measure(settings: QuerySettings, repeat: int, now: datetime) -> list[d
         for example in EXAMPLES:
             query, params = parse_document(example.read_text())
             plan = plan_query(query, params, now, settings.limits)
+            results: dict[str, Result] = {}
             for backend in BACKENDS:
                 started = time.perf_counter()
                 result = await engine.run(plan, backend, now)  # the first run also warms caches
@@ -80,10 +97,11 @@ async def measure(settings: QuerySettings, repeat: int, now: datetime) -> list[d
                         "max_ms": round(max(times), 1),
                     }
                 )
+                results[backend] = result
                 last = rows[-1]
-                print(
-                    f"{example.stem:48} {backend:14} {last['median_ms']:9.1f} ms (max {last['max_ms']:.1f})"
-                )
+                last["same_as_postgres"] = _agree(results["postgres"], result)
+                same = last["same_as_postgres"]
+                print(f"{example.stem:48} {backend:14} {last['median_ms']:9.1f} ms, same: {same}")
     finally:
         await engine.close()
     return rows
