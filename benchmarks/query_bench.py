@@ -8,8 +8,9 @@ drop-off time), written to their own table (``bench_query.cab_rides``, monthly p
 the system of record), daily indices (``benchrides-*``, the Flink job's template and ``enrich``)
 and Parquet files (``s3://xrides-archive/bench/rides/dt=*``), so the platform's data is untouched.
 Each example runs once to warm up, then ``--repeat`` times per backend; the median and the slowest
-run are reported, with the first (cold) run, whether the answer equals PostgreSQL's, and the load times; Elasticsearch's shard request cache
-is off, so repeated runs compute their aggregations. Results go to ``benchmarks/results/<--out>``.
+run are reported, with the first (cold) run, whether the answer equals PostgreSQL's, and the load
+times. Elasticsearch's shard request cache is off, so repeated runs compute their aggregations.
+Results go to ``benchmarks/results/<--out>``.
 """
 
 from __future__ import annotations
