@@ -43,7 +43,7 @@ def bench_settings() -> QuerySettings:
         load_settings(QuerySettings),
         query_pg_table="bench_query.cab_rides",
         es_rides_prefix="benchrides-",
-        query_archive_prefix="bench/rides",
+        archive_prefix="bench/rides",
         query_timeout_s=120.0,
         query_es_request_cache=False,
     )

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import Counter, Histogram
 
 from flink_jobs.health import serve_health
-from flink_jobs.mapping import rides_template
+from flink_jobs.mapping import rides_template, template_name
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
 
@@ -91,7 +91,7 @@ class Indexer:
     def ensure_templates(self) -> None:
         ensure_topics(self.settings)
         self.es.indices.put_index_template(
-            name="xrides-rides", **rides_template(self.settings.es_rides_prefix)
+            name=template_name(self.settings.es_rides_prefix), **rides_template(self.settings.es_rides_prefix)
         )
 
     def apply(self, actions: list[dict[str, Any]]) -> None:

@@ -36,6 +36,11 @@ METADATA_PROPERTIES: dict[str, dict[str, Any]] = {
 }
 
 
+def template_name(prefix: str) -> str:
+    """The index template's name for a prefix: ``xrides-rides`` for the platform's ``rides-``."""
+    return f"xrides-{prefix.strip('-.')}"
+
+
 def rides_template(prefix: str) -> dict[str, Any]:
     """``<prefix>*`` (daily ride indices): explicit mapping, unknown fields refused (dynamic strict)."""
     return {

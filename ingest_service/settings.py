@@ -42,7 +42,7 @@ class ApiSettings:
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; real ones come from the environment
     s3_bucket: str = "xrides-archive"
-    query_archive_prefix: str = "rides"
+    archive_prefix: str = "rides"
     query_pg_table: str = "cab_rides"
     query_timeout_s: float = 30.0
     query_max_groups: int = 10_000

@@ -59,7 +59,7 @@ class ArchiveReader:
 
     @property
     def base(self) -> str:
-        return f"{self.settings.s3_bucket}/{self.settings.query_archive_prefix.strip('/')}"
+        return f"{self.settings.s3_bucket}/{self.settings.archive_prefix.strip('/')}"
 
     def files(self, time_range: ResolvedRange) -> list[str]:
         """Parquet files of the ``dt=`` partitions (UTC days) that can hold the range."""

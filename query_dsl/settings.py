@@ -24,7 +24,7 @@ class QuerySettings:
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; deployments set it
     s3_bucket: str = "xrides-archive"
-    query_archive_prefix: str = "rides"  # Parquet under s3://<bucket>/<prefix>/dt=YYYY-MM-DD/
+    archive_prefix: str = "rides"  # Parquet under s3://<bucket>/<prefix>/dt=YYYY-MM-DD/
     query_pg_table: str = "cab_rides"
     query_pg_retention_days: int = 0  # 0: PostgreSQL keeps the full history (auto never needs the archive)
     query_timeout_s: float = 30.0

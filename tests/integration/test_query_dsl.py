@@ -46,7 +46,7 @@ def _settings(stack_env: dict[str, str]) -> QuerySettings:
         s3_access_key=stack_env["XRIDES_S3_ACCESS_KEY"],
         s3_secret_key=stack_env["XRIDES_S3_SECRET_KEY"],
         s3_bucket=stack_env["XRIDES_S3_BUCKET"],
-        query_archive_prefix=TEST_ARCHIVE,
+        archive_prefix=TEST_ARCHIVE,
         query_pg_table=TEST_TABLE,
     )
 
@@ -191,7 +191,7 @@ def test_api_runs_and_explains_queries(
     base, _ = start_api(
         es_rides_prefix=TEST_PREFIX,
         query_pg_table=TEST_TABLE,
-        query_archive_prefix=TEST_ARCHIVE,
+        archive_prefix=TEST_ARCHIVE,
         api_key_hashes=hashes,
     )
     example = next(p for p in EXAMPLES if "top_pickup_areas" in p.stem).read_bytes()

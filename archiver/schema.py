@@ -1,0 +1,70 @@
+"""The archive's columns: every column of ``cab_rides``, typed from the one ride model.
+
+The ride's own columns come from :func:`xrides.ride.parquet_schema` (the contract's field table);
+the ingestion metadata the persister stores beside them (where the ride was in Kafka, its version,
+who sent it, when it was received and stored) is appended, so an archived day is the system of
+record's rows, column for column. PostgreSQL's ``numeric`` coordinates become ``double``: they were
+parsed from JSON numbers, and ``float(Decimal(repr(x))) == x`` holds for every one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC as _UTC
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from xrides.ride import RIDE_FIELDS, Kind, parquet_schema
+
+SCHEMA_VERSION = 1
+
+META_FIELDS = (
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+    pa.field("version", pa.int64(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("stored_at", pa.timestamp("us", tz="UTC"), nullable=False),
+)
+
+_FLOATS = {f.name for f in RIDE_FIELDS if f.kind in (Kind.LATITUDE, Kind.LONGITUDE)}
+
+
+def archive_schema() -> pa.Schema:
+    return pa.schema([*parquet_schema(), *META_FIELDS])
+
+
+COLUMNS: tuple[str, ...] = tuple(archive_schema().names)
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The half-open UTC interval of a pickup day (days are UTC days, like the daily indices)."""
+    start = datetime.combine(day, time(0), tzinfo=_UTC)
+    return start, start + timedelta(days=1)
+
+
+def day_query(table: str = "cab_rides") -> str:
+    """The source query of a day, recorded in its manifest (the same text ``verify`` runs)."""
+    return (
+        f"SELECT {', '.join(COLUMNS)} FROM {table}"  # noqa: S608 - identifiers from the schema
+        " WHERE from_date >= $1 AND from_date < $2 ORDER BY booking_id"
+    )
+
+
+def rows_to_table(rows: Sequence[Any]) -> pa.Table:
+    """asyncpg records (in :data:`COLUMNS` order) as an Arrow table of :func:`archive_schema`."""
+    schema = archive_schema()
+    columns: list[pa.Array] = []
+    for index, field in enumerate(schema):
+        values = [row[index] for row in rows]
+        if field.name in _FLOATS:
+            values = [None if v is None else float(v) for v in values]
+        columns.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def canonical(table: pa.Table) -> pa.Table:
+    """A table in the archive's canonical form: archive schema, sorted by booking id, one chunk."""
+    return table.select(list(COLUMNS)).cast(archive_schema()).sort_by("booking_id").combine_chunks()
