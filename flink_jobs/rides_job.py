@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -100,6 +100,8 @@ def build(settings: StreamSettings) -> Any:
         .build()
     )
     reference = datetime.fromisoformat(settings.reference_time) if settings.reference_time else None
+    if reference is not None and reference.tzinfo is None:
+        reference = reference.replace(tzinfo=UTC)  # like the archiver's: a naive reference is UTC
     window = Window(settings.hot_days, reference)
     zone = ZoneInfo(settings.local_zone)
     region = ServiceRegion()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 from elasticsearch import AsyncElasticsearch
 from elasticsearch import exceptions as es_errors
 
@@ -78,8 +79,25 @@ class ArchiveReader:
                 and first <= day <= last
             ):
                 found = filesystem.get_file_info(fs.FileSelector(info.path, recursive=True))
-                paths.extend(f.path for f in found if f.path.endswith(".parquet"))
+                listed = self._listed(filesystem, info.path, found)
+                paths.extend(
+                    f.path
+                    for f in found
+                    if f.path.endswith(".parquet") and (listed is None or f.path in listed)
+                )
         return sorted(paths)
+
+    def _listed(self, filesystem: Any, day_path: str, found: list[Any]) -> set[str] | None:
+        """The objects the archiver's manifest lists for a day (None: no manifest, take every file).
+
+        Files a manifest does not list belong to a rewrite in progress or an interrupted run.
+        """
+        manifest = f"{day_path}/_manifest.json"
+        if not any(f.path == manifest for f in found):
+            return None
+        with filesystem.open_input_stream(manifest) as stream:
+            body = orjson.loads(stream.read())
+        return {f"{self.settings.s3_bucket}/{o['key']}" for o in body["objects"]}
 
     def query(self, time_range: ResolvedRange, sql: str, params: list[Any], timeout_s: float) -> list[Any]:
         import duckdb  # noqa: PLC0415

@@ -73,4 +73,10 @@ REGISTRY: tuple[PlatformProcess, ...] = (
         metrics_target="127.0.0.1:9102",
         health_timeout=120.0,  # a JVM and the Python workers start first
     ),
+    PlatformProcess(
+        name="archiver",
+        argv=(".venv/bin/python", "-m", "archiver", "serve"),
+        health_url="http://127.0.0.1:9104/healthz",
+        metrics_target="127.0.0.1:9104",
+    ),
 )
