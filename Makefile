@@ -8,12 +8,12 @@ STACK := $(PY) -m deploy.stack
 # Every tool, test and benchmark reads the stack's connection settings from this one file.
 WITH_ENV := set -a; [ -f .stack/env ] && source .stack/env; set +a;
 
-.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean
+.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview
 
 help:
 	@echo "make run     install, start the local stack and the platform, stream demo rides"
 	@echo "make test    install, start the stack, run unit + integration tests and lint"
-	@echo "make up | down | status | lint | fmt | test-unit | test-integration"
+	@echo "make up | down | status | lint | fmt | test-unit | test-integration | dashboards-preview"
 
 # The venv is rebuilt only when the lock file changes (the stamp records the last sync).
 $(VENV)/.synced: requirements.lock pyproject.toml
@@ -54,6 +54,11 @@ test: install up
 
 run: up
 	$(WITH_ENV) $(VPY) -m loadgen.demo
+
+# PNGs of the Kibana charts in docs/img/ (docs/dashboards.md): the panels' own Elasticsearch
+# requests over synthetic rides loaded under preview-* names, drawn with matplotlib.
+dashboards-preview: up
+	$(WITH_ENV) $(VPY) -m dashboards preview --out docs/img
 
 clean: down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
