@@ -44,6 +44,8 @@ from archiver import metrics
 from archiver.manifest import Manifest, ManifestObject, describe_schema
 from archiver.schema import (
     COLUMNS,
+    DELTA_COLUMNS,
+    PLAIN_COLUMNS,
     SCHEMA_VERSION,
     archive_schema,
     canonical,
@@ -147,7 +149,8 @@ def encode_parquet(table: pa.Table, row_group_rows: int) -> bytes:
         compression_level=3,
         row_group_size=row_group_rows,
         write_statistics=True,
-        use_dictionary=["source"],
+        use_dictionary=[n for n in table.column_names if n not in DELTA_COLUMNS + PLAIN_COLUMNS],
+        column_encoding=dict.fromkeys(DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
         store_schema=True,
     )
     return sink.getvalue()

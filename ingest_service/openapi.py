@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from query_dsl.catalog import AGGREGATES, FIELDS, RATIOS
 from xrides.ride import ride_json_schema
 
 _FIELD_ERROR = {
@@ -79,6 +80,14 @@ _TRACKING = {
 }
 
 
+_BACKEND = {
+    "name": "backend",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["auto", "postgres", "elasticsearch", "archive"], "default": "auto"},
+}
+
+
 def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
@@ -98,6 +107,92 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "Kafka unavailable or overloaded: not accepted, retry after Retry-After",
     }
     return {str(c): {"description": texts[c], "content": _json("Failed")} for c in codes}
+
+
+def query_schema() -> dict[str, Any]:
+    """The query DSL's JSON form, with the catalog's names as enums (docs/query-dsl.md has the grammar)."""
+    fields = sorted(FIELDS)
+    measure_names = sorted([*AGGREGATES, *RATIOS])
+    return {
+        "type": "object",
+        "required": ["measures", "time_range"],
+        "additionalProperties": False,
+        "properties": {
+            "measures": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "oneOf": [
+                        {
+                            "type": "string",
+                            "description": "count, a catalog ratio, or aggregate(field[, arg]) such as "
+                            "count_distinct(user_id) or percentile(lead_time_min, 95)",
+                            "examples": measure_names,
+                        },
+                        {
+                            "type": "object",
+                            "required": ["fn"],
+                            "properties": {
+                                "fn": {"type": "string", "enum": sorted([*AGGREGATES, *RATIOS])},
+                                "field": {"type": "string", "enum": fields},
+                                "p": {"type": "number"},
+                                "as": {"type": "string"},
+                            },
+                        },
+                    ]
+                },
+            },
+            "dimensions": {
+                "type": "array",
+                "items": {
+                    "oneOf": [
+                        {"type": "string", "description": "a catalog field, or hour(from_date) style"},
+                        {"type": "object", "description": "{time, unit, zone} or {geohash, precision}"},
+                    ]
+                },
+            },
+            "filter": {"type": ["object", "string"], "description": "and/or/not tree, or a KQL-like string"},
+            "time_range": {
+                "oneOf": [
+                    {"type": "string", "examples": ["last 7 days", "this week"]},
+                    {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}}},
+                ]
+            },
+            "zone": {"type": "string", "description": "IANA time zone", "examples": ["Asia/Kolkata"]},
+            "having": {"type": ["object", "array", "string"], "description": "conditions on measures"},
+            "order": {"type": ["array", "string"], "description": "-count, or {by, desc}"},
+            "limit": {"type": "integer", "minimum": 1},
+            "compare": {"type": ["string", "object"], "examples": ["previous_period"]},
+            "params": {"type": "object", "description": "values of $name parameters, bound by value"},
+        },
+        "x-catalog-fields": fields,
+    }
+
+
+_QUERY_RESULT = {
+    "type": "object",
+    "required": ["backend", "range", "columns", "rows"],
+    "properties": {
+        "backend": {"type": "string", "enum": ["postgres", "elasticsearch", "archive"]},
+        "backend_reason": {"type": "string"},
+        "range": {"type": "object"},
+        "previous_range": {"type": "object"},
+        "columns": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string"},
+                    "exact": {"type": "boolean"},
+                    "tolerance": {"type": "number"},
+                },
+            },
+        },
+        "rows": {"type": "array", "items": {"type": "array"}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
 def build_openapi() -> dict[str, Any]:
@@ -136,6 +231,8 @@ def build_openapi() -> dict[str, Any]:
                 "Batch": _BATCH,
                 "TrackedItem": _TRACKED_ITEM,
                 "Tracking": _TRACKING,
+                "Query": query_schema(),
+                "QueryResult": _QUERY_RESULT,
             },
         },
         "security": [{"bearer": []}],
@@ -193,6 +290,33 @@ def build_openapi() -> dict[str, Any]:
                         }
                     ],
                     "responses": {"200": {"description": "The stored ride"}, **_errors(400, 401, 404, 503)},
+                }
+            },
+            "/v1/query": {
+                "post": {
+                    "operationId": "postQuery",
+                    "summary": "Run a query DSL query (API key with the query scope)",
+                    "parameters": [_BACKEND],
+                    "requestBody": {"required": True, "content": _json("Query")},
+                    "responses": {
+                        "200": {"description": "Columns and rows", "content": _json("QueryResult")},
+                        **_errors(400, 401, 403, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/v1/query/explain": {
+                "post": {
+                    "operationId": "explainQuery",
+                    "summary": "The resolved query, the SQL with its parameters or the Elasticsearch body",
+                    "parameters": [_BACKEND],
+                    "requestBody": {"required": True, "content": _json("Query")},
+                    "responses": {
+                        "200": {
+                            "description": "The plan",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(400, 401, 403, 413, 415, 422),
+                    },
                 }
             },
             "/healthz": {

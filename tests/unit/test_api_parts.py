@@ -135,3 +135,20 @@ def test_json_logs_survive_odd_extras() -> None:
     assert doc["kafka.offsets"] == {"0": 12, "1": 7}
     assert doc["service.name"] == "test"
     assert doc["message"] == "partitions assigned"
+
+
+def test_openapi_query_schema_accepts_every_documented_example() -> None:
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import jsonschema  # noqa: PLC0415
+
+    spec = build_openapi()
+    assert {"/v1/query", "/v1/query/explain"} <= set(spec["paths"])
+    schema = spec["components"]["schemas"]["Query"]
+    examples = sorted((Path(__file__).resolve().parents[2] / "docs" / "query-examples").glob("*.json"))
+    assert len(examples) >= 10
+    for path in examples:
+        jsonschema.validate(json.loads(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"measures": ["count"]}, schema)  # no time range
