@@ -3,10 +3,10 @@
 ``python -m dashboards generate`` writes :func:`dashboard` to ``dashboards/grafana/xrides.json``,
 which docker-compose's Grafana provisions (deploy/compose/grafana/dashboards.yml) against the
 Prometheus datasource of uid ``prometheus``. The queries use the metric names the processes
-expose (``ingest_service/metrics.py``, ``persister/metrics.py``, ``flink_jobs/indexer.py``) and the
-scrape jobs named after the platform registry (``deploy/stack/platform.py``), so the same
-dashboard works on the local stack and on Docker; the integration test runs every query against
-the local Prometheus.
+expose (``ingest_service/metrics.py``, ``persister/metrics.py``, ``flink_jobs/indexer.py``,
+``archiver/metrics.py``, ``reconcile/metrics.py``) and the scrape jobs named after the platform
+registry (``deploy/stack/platform.py``), so the same dashboard works on the local stack and on
+Docker; the integration test runs every query against the local Prometheus.
 
 Elasticsearch and PostgreSQL have no exporter in either stack: their health is shown as the
 platform's clients see it (indexer bulk latency and failures, persister commit age, write latency
@@ -221,6 +221,40 @@ ROWS: tuple[Row, ...] = (
                 (Query("up", "{{job}}"),),
                 width=24,
                 kind="stat",
+            ),
+        ),
+    ),
+    Row(
+        "Reconciliation and freshness",
+        (
+            Panel(
+                "Rides per stage, last 7 pickup days",
+                "Per pipeline stage, the rides of the last 7 UTC pickup days (and days booked ahead):"
+                " acknowledged (Kafka + receipts), stored (PostgreSQL), indexed (Elasticsearch, hot window),"
+                " archived (S3), dead-lettered. From reconcile serve; docs/reconciliation.md.",
+                "short",
+                (Query('max by (stage) (xrides_reconcile_rides{window="7d"})', "{{stage}}"),),
+            ),
+            Panel(
+                "Reconciliation gaps",
+                "Bookings one stage holds and the next does not, over every reconciled day, leaving out"
+                " rides accepted in the last 5 minutes. Anything above 0 for long alerts;"
+                " python -m reconcile run names them.",
+                "short",
+                (Query('max by (between) (xrides_reconcile_gap_rides{window="total"})', "{{between}}"),),
+            ),
+            Panel(
+                "Data freshness",
+                "Age of the newest ride stored in PostgreSQL (stored_at) and indexed in Elasticsearch"
+                " (received_at), and time since the last reconciliation (runs every 5 minutes).",
+                "s",
+                (
+                    Query("max by (store) (xrides_reconcile_newest_ride_age_seconds)", "newest in {{store}}"),
+                    Query(
+                        "time() - max(xrides_reconcile_last_success_timestamp_seconds)",
+                        "since last reconciliation",
+                    ),
+                ),
             ),
         ),
     ),

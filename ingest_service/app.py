@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ingest_service import docs, query_routes, rides, status
+from ingest_service import docs, health, query_routes, rides, status
 from ingest_service.auth import KeyRing
 from ingest_service.context import SERVICES, Services, json_response
 from ingest_service.idempotency import IdempotencyStore
@@ -191,6 +191,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.router.add_get("/v1/requests/{request_id}", status.get_request)
     app.router.add_get("/v1/rides/{booking_id}", status.get_ride)
     query_routes.setup(app, settings)
+    health.setup(app)
     app.router.add_get("/openapi.json", docs.openapi_json)
     app.router.add_get("/docs", docs.swagger_page)
     app.router.add_static("/docs/static", docs.swagger_static_dir(), append_version=False)

@@ -80,6 +80,32 @@ _TRACKING = {
 }
 
 
+_STATE = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["up", "down", "unreachable"]},
+        "critical": {"type": "boolean"},
+        "latency_ms": {"type": "number"},
+        "detail": {"type": "string"},
+    },
+    "required": ["status", "critical"],
+}
+_HEALTH = {
+    "type": "object",
+    "properties": {
+        "status": {"enum": ["ok", "degraded", "down"]},
+        "checked_at": {"type": "string", "format": "date-time"},
+        "dependencies": {
+            "type": "object",
+            "properties": dict.fromkeys(("kafka", "postgres", "elasticsearch", "s3"), _STATE),
+            "required": ["kafka", "postgres", "elasticsearch", "s3"],
+        },
+        "processes": {"type": "object", "additionalProperties": _STATE},
+    },
+    "required": ["status", "checked_at", "dependencies", "processes"],
+}
+
+
 _BACKEND = {
     "name": "backend",
     "in": "query",
@@ -233,6 +259,7 @@ def build_openapi() -> dict[str, Any]:
                 "Tracking": _TRACKING,
                 "Query": query_schema(),
                 "QueryResult": _QUERY_RESULT,
+                "Health": _HEALTH,
             },
         },
         "security": [{"bearer": []}],
@@ -316,6 +343,20 @@ def build_openapi() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         **_errors(400, 401, 403, 413, 415, 422),
+                    },
+                }
+            },
+            "/v1/health": {
+                "get": {
+                    "operationId": "getHealth",
+                    "summary": "State of Kafka, PostgreSQL, Elasticsearch, S3 and the platform processes",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Critical dependencies up (ok or degraded)",
+                            "content": _json("Health"),
+                        },
+                        "503": {"description": "Kafka or PostgreSQL down", "content": _json("Health")},
                     },
                 }
             },

@@ -47,3 +47,7 @@ class ApiSettings:
     query_timeout_s: float = 30.0
     query_max_groups: int = 10_000
     query_max_rows: int = 10_000
+    # GET /v1/health: the platform processes it asks (``name=url,...``; empty: the local stack's
+    # registry, deploy/stack/platform.py) and the time each check may take.
+    health_peers: str = ""
+    health_timeout_s: float = 2.0

@@ -79,4 +79,10 @@ REGISTRY: tuple[PlatformProcess, ...] = (
         health_url="http://127.0.0.1:9104/healthz",
         metrics_target="127.0.0.1:9104",
     ),
+    PlatformProcess(
+        name="reconcile",
+        argv=(".venv/bin/python", "-m", "reconcile", "serve"),
+        health_url="http://127.0.0.1:9105/healthz",
+        metrics_target="127.0.0.1:9105",
+    ),
 )
