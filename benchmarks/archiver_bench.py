@@ -56,7 +56,9 @@ def settings_from_env() -> ArchiverSettings:
 
 
 async def prepare(settings: ArchiverSettings, rides: int, days: int) -> float:
-    admin = await asyncpg.connect(os.environ.get("XRIDES_PG_DSN", settings.pg_dsn.rsplit("/", 1)[0] + "/xrides"))
+    admin = await asyncpg.connect(
+        os.environ.get("XRIDES_PG_DSN", settings.pg_dsn.rsplit("/", 1)[0] + "/xrides")
+    )
     await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
     await admin.execute(f'CREATE DATABASE "{DB}"')
     await admin.close()
@@ -130,7 +132,9 @@ async def measure(settings: ArchiverSettings) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rides", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=150, help="pickups spread over this many days")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
