@@ -55,6 +55,7 @@ from archiver.schema import (
 )
 from archiver.settings import ArchiverSettings
 from archiver.store import ArchiveStore, sha256_hex
+from xrides import window
 from xrides.errors import XRidesError
 
 log = logging.getLogger("archiver")
@@ -122,7 +123,7 @@ class RunReport:
 
 def cutoff_day(settings: ArchiverSettings) -> date:
     """Days strictly before this UTC day are wholly outside the hot window (the Flink job skips them)."""
-    return (settings.reference() - timedelta(days=settings.hot_days)).astimezone(UTC).date()
+    return window.cutoff_day(settings.reference(), settings.hot_days)
 
 
 def index_name(prefix: str, day: date) -> str:

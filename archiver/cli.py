@@ -12,20 +12,17 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from datetime import date
 from typing import Any
 
 import orjson
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from archiver.archive import Archiver, ArchiverBusy
 from archiver.restore import restore
 from archiver.settings import ArchiverSettings
 from archiver.verify import verify
 from persister.migrate import migrate
-from xrides.health import check_health
+from xrides.health import RunStatus, check_health, start_status_server
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
 
@@ -55,23 +52,9 @@ async def run_once(settings: ArchiverSettings, dry_run: bool) -> int:
 async def serve(settings: ArchiverSettings) -> int:
     """Run every ``interval_s``; ``/healthz`` and ``/metrics`` on the metrics port."""
     await migrate(settings.pg_dsn)
-    state: dict[str, Any] = {"beat": time.monotonic(), "last": None, "error": None}
-    stale_after = max(settings.interval_s * 3, 300.0)
+    status = RunStatus(stale_after_s=max(settings.interval_s * 3, 300.0))
 
-    async def healthz(_: web.Request) -> web.Response:
-        ok = time.monotonic() - state["beat"] < stale_after
-        body = {"status": "ok" if ok else "stalled", "last_run": state["last"], "last_error": state["error"]}
-        return web.json_response(body, status=200 if ok else 503)
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    runner = await start_status_server(settings.metrics_host, settings.metrics_port, status)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,13 +70,13 @@ async def serve(settings: ArchiverSettings) -> int:
                         report = await archiver.run()
                     finally:
                         watcher.cancel()
-                state["last"], state["error"] = report.summary(), None
+                status.last, status.error = report.summary(), None
             except ArchiverBusy:
-                state["error"] = "another run holds the lock"
+                status.error = "another run holds the lock"
             except Exception as exc:  # a failed run is reported; the next interval retries
                 log.exception("archive run failed")
-                state["error"] = f"{type(exc).__name__}: {exc}"[:500]
-            state["beat"] = time.monotonic()
+                status.error = f"{type(exc).__name__}: {exc}"[:500]
+            status.beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
     finally:

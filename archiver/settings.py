@@ -8,8 +8,10 @@ The names it shares with other processes mean the same thing there: ``hot_days``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import ClassVar
+
+from xrides.window import reference_or_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,4 @@ class ArchiverSettings:
 
     def reference(self) -> datetime:
         """The moment "now" means for the hot window (a fixed time when replaying history)."""
-        if not self.reference_time:
-            return datetime.now(UTC)
-        moment = datetime.fromisoformat(self.reference_time)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return reference_or_now(self.reference_time)

@@ -7,7 +7,7 @@ per-booking state; the indexer only applies them. Kept free of PyFlink so it is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,6 +15,7 @@ import orjson
 
 from flink_jobs.enrich import ServiceRegion, daily_index, enrich
 from xrides.ride import RideValidationError, decode_envelope, format_timestamp
+from xrides.window import oldest_hot
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class Window:
     reference_time: datetime | None = None
 
     def oldest(self) -> datetime:
-        return (self.reference_time or datetime.now(UTC)) - timedelta(days=self.hot_days)
+        return oldest_hot(self.reference_time or datetime.now(UTC), self.hot_days)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +22,7 @@ from flink_jobs.enrich import ServiceRegion
 from flink_jobs.health import serve_health
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
+from xrides.window import parse_reference
 
 log = logging.getLogger("flink_jobs.rides")
 
@@ -99,9 +99,7 @@ def build(settings: StreamSettings) -> Any:
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
         .build()
     )
-    reference = datetime.fromisoformat(settings.reference_time) if settings.reference_time else None
-    if reference is not None and reference.tzinfo is None:
-        reference = reference.replace(tzinfo=UTC)  # like the archiver's: a naive reference is UTC
+    reference = parse_reference(settings.reference_time)
     window = Window(settings.hot_days, reference)
     zone = ZoneInfo(settings.local_zone)
     region = ServiceRegion()

@@ -16,18 +16,15 @@ import signal
 import sys
 import time
 from datetime import date
-from typing import Any
 
 import orjson
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from persister.migrate import migrate
 from reconcile import metrics
 from reconcile.reconciler import Reconciler
 from reconcile.report import DayRow, Report
 from reconcile.settings import ReconcileSettings
-from xrides.health import check_health
+from xrides.health import RunStatus, check_health, start_status_server
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
 
@@ -74,24 +71,11 @@ class Windows:
 
 async def serve(settings: ReconcileSettings) -> int:
     await migrate(settings.pg_dsn)
-    state: dict[str, Any] = {"beat": time.monotonic(), "last": None, "error": None, "full_at": None}
-    stale_after = max(settings.interval_s * 3, 300.0)
+    status = RunStatus(stale_after_s=max(settings.interval_s * 3, 300.0))
+    full_at: float | None = None
     windows = Windows(settings)
 
-    async def healthz(_: web.Request) -> web.Response:
-        ok = time.monotonic() - state["beat"] < stale_after
-        body = {"status": "ok" if ok else "stalled", "last_run": state["last"], "last_error": state["error"]}
-        return web.json_response(body, status=200 if ok else 503)
-
-    async def metrics_page(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    runner = await start_status_server(settings.metrics_host, settings.metrics_port, status)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -99,7 +83,7 @@ async def serve(settings: ReconcileSettings) -> int:
     log.info("serving", extra={"url.port": settings.metrics_port})
     try:
         while not stop.is_set():
-            full = state["full_at"] is None or time.monotonic() - state["full_at"] >= settings.full_interval_s
+            full = full_at is None or time.monotonic() - full_at >= settings.full_interval_s
             scope = "full" if full else "recent"
             first, last = settings.total_days() if full else settings.recent_window()
             started = time.perf_counter()
@@ -109,7 +93,7 @@ async def serve(settings: ReconcileSettings) -> int:
             except Exception as exc:  # reported; the next interval retries
                 log.exception("reconciliation failed")
                 metrics.RUNS.labels(scope, "failed").inc()
-                state["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                status.error = f"{type(exc).__name__}: {exc}"[:500]
             else:
                 seconds = time.perf_counter() - started
                 windows.merge(report)
@@ -119,17 +103,17 @@ async def serve(settings: ReconcileSettings) -> int:
                 metrics.RUN_SECONDS.labels(scope).observe(seconds)
                 metrics.LAST_SUCCESS.set(time.time())
                 if full:
-                    state["full_at"] = time.monotonic()
-                state["last"] = {
+                    full_at = time.monotonic()
+                status.last = {
                     "scope": scope,
                     "first": first.isoformat(),
                     "last": last.isoformat(),
                     "gaps": report.gaps(),
                     "seconds": round(seconds, 3),
                 }
-                state["error"] = None
-                log.info("reconciled", extra={"reconcile": state["last"]})
-            state["beat"] = time.monotonic()
+                status.error = None
+                log.info("reconciled", extra={"reconcile": status.last})
+            status.beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
     finally:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import ClassVar
 
+from xrides.window import cutoff_day, reference_or_now
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileSettings:
@@ -48,17 +50,14 @@ class ReconcileSettings:
 
     def reference(self) -> datetime:
         """The moment "now" means for the hot window (a fixed time when replaying history)."""
-        if not self.reference_time:
-            return datetime.now(UTC)
-        moment = datetime.fromisoformat(self.reference_time)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return reference_or_now(self.reference_time)
 
     def today(self) -> date:
         return self.reference().astimezone(UTC).date()
 
     def cutoff_day(self) -> date:
         """Days strictly before this are outside the hot window (the archiver's ``cutoff_day``)."""
-        return (self.reference() - timedelta(days=self.hot_days)).astimezone(UTC).date()
+        return cutoff_day(self.reference(), self.hot_days)
 
     def total_days(self) -> tuple[date, date]:
         today = self.today()
