@@ -104,7 +104,7 @@ CREATED = (
 
 
 @pytest.fixture(scope="module")
-def traffic(stack_env: dict[str, str]) -> None:
+def traffic(stack_env: dict[str, str]) -> RideGenerator:
     """Rides, refusals and poison through the platform the stack runs, in two rounds."""
     status, body = _request(f"{stack_env['XRIDES_API_URL']}/healthz")
     assert status == 200, f"the platform's API is not up: {body}"
@@ -120,9 +120,10 @@ def traffic(stack_env: dict[str, str]) -> None:
         missing = [expr for expr in CREATED if not prometheus_query(base, expr)["result"]]
     assert not missing, f"Prometheus never saw {missing}"
     send_round(stack_env, generator)
+    return generator
 
 
-def test_every_dashboard_query_returns_series(stack_env: dict[str, str], traffic: None) -> None:
+def test_every_dashboard_query_returns_series(stack_env: dict[str, str], traffic: RideGenerator) -> None:
     base = stack_env["XRIDES_PROMETHEUS_URL"].rstrip("/")
     queries = committed_queries()
     assert len(queries) >= 15
@@ -148,8 +149,11 @@ def test_every_dashboard_query_returns_series(stack_env: dict[str, str], traffic
     assert not missing, "queries without a series (or only NaN):\n" + "\n".join(missing)
 
 
-def test_queries_see_what_the_traffic_did(stack_env: dict[str, str], traffic: None) -> None:
+def test_queries_see_what_the_traffic_did(stack_env: dict[str, str], traffic: RideGenerator) -> None:
     base = stack_env["XRIDES_PROMETHEUS_URL"].rstrip("/")
+    # Rates look back 1-5 minutes; the test before may have waited longer than that since the
+    # fixture's traffic, so this test makes its own increments (every series exists by now).
+    send_round(stack_env, traffic)
     # (query of the dashboard, label) -> label values that must show a positive value
     wanted = {
         ('sum by (status) (rate(xrides_api_requests_total{status=~"4..|5.."}[5m]))', "status"): {
