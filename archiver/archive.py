@@ -492,8 +492,9 @@ class Archiver:
             if dry_run:
                 continue
             async with self.conn.transaction():
-                await self.conn.execute(f"ALTER TABLE cab_rides DETACH PARTITION {name}")
-                await self.conn.execute(f"DROP TABLE {name}")
+                # The archiver's role does not own cab_rides: drop_ride_partition (migration 0004)
+                # detaches and drops as the owner, after checking the archive holds every day.
+                await self.conn.execute("SELECT drop_ride_partition($1)", month)
                 await self.conn.execute(
                     "INSERT INTO archive_dropped_months (month, rows) VALUES ($1, $2)"
                     " ON CONFLICT (month) DO UPDATE SET rows = archive_dropped_months.rows + excluded.rows,"

@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return check_health(settings.metrics_host, settings.metrics_port)
     setup_logging("xrides-persister", settings.log_level)
     if args.command == "migrate":
-        applied = asyncio.run(migrate(settings.pg_dsn, settings.partitions_ahead_months))
+        applied = asyncio.run(
+            migrate(settings.pg_dsn, settings.partitions_ahead_months, settings.role_passwords())
+        )
         print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
         return 0
     if args.command == "replay":

@@ -2,20 +2,37 @@
 
 Runs under an advisory lock, so two processes starting at once (the API's and the persister's
 compose services, say) apply each file exactly once.
+
+Only the schema owner applies migrations. Every process still calls :func:`migrate` at start, with
+its own least-privilege role (docs/security.md): when nothing is pending it changes nothing
+(a reader just checks), the writer creates the months ahead through ``ensure_ride_partition``,
+and a pending migration is a clear :class:`SchemaOutdated` instead of a permission error.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import secrets
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
 
+from xrides.errors import XRidesError
+
 log = logging.getLogger("persister.migrate")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x58524944  # "XRID"
+ROLES = ("xrides_writer", "xrides_reader", "xrides_archiver")
+
+
+class SchemaOutdated(XRidesError):
+    """Migrations are pending and this role may not apply them (run ``persister migrate`` as the owner)."""
 
 
 def _months_around(today: date, ahead: int) -> list[date]:
@@ -27,27 +44,89 @@ def _months_around(today: date, ahead: int) -> list[date]:
     return months
 
 
-async def migrate(dsn: str, months_ahead: int = 3) -> list[str]:
-    """Apply pending migrations; create partitions from last month to ``months_ahead``. Returns what ran."""
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores (RFC 5803 / 7677), computed here.
+
+    ``ALTER ROLE ... PASSWORD '<verifier>'`` keeps the plain password off the wire and out of the
+    server's logs (a failed statement is logged with its text), as psql's ``\\password`` does.
+    """
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+async def _pending(conn: asyncpg.Connection) -> list[Path]:
+    files = sorted(MIGRATIONS.glob("*.sql"))
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return files
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [path for path in files if path.stem not in done]
+
+
+async def _apply(conn: asyncpg.Connection, pending: list[Path]) -> list[str]:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    applied = []
+    for path in pending:
+        async with conn.transaction():
+            await conn.execute(path.read_text())
+            await conn.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING", path.stem
+            )
+        log.info("migration applied", extra={"migration": path.stem})
+        applied.append(path.stem)
+    return applied
+
+
+async def set_role_passwords(conn: asyncpg.Connection, passwords: Mapping[str, str]) -> None:
+    """Give each login role its password (as a verifier); an empty password leaves the role alone."""
+    for role, password in passwords.items():
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        if password:
+            verifier = scram_verifier(password)
+            statement = await conn.fetchval(
+                "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", role, verifier
+            )
+            await conn.execute(statement)
+
+
+async def migrate(
+    dsn: str, months_ahead: int = 3, role_passwords: Mapping[str, str] | None = None
+) -> list[str]:
+    """Apply pending migrations; create partitions from last month to ``months_ahead`` when this
+    role may; set the login roles' passwords when given. Returns what ran."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        pending = await _pending(conn)
+        try:
+            applied = await _apply(conn, pending) if pending else []
+        except asyncpg.InsufficientPrivilegeError as exc:
+            user = await conn.fetchval("SELECT current_user")
+            names = ", ".join(p.stem for p in pending)
+            raise SchemaOutdated(
+                f"migrations {names} are pending and role {user} may not apply them ({exc}): "
+                "run `python -m persister migrate` with the schema owner's XRIDES_PG_DSN"
+            ) from exc
+        may_partition = await conn.fetchval(
+            "SELECT has_function_privilege('ensure_ride_partition(date)', 'EXECUTE')"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        applied = []
-        for path in sorted(MIGRATIONS.glob("*.sql")):
-            if path.stem in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(path.read_text())
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
-            log.info("migration applied", extra={"migration": path.stem})
-            applied.append(path.stem)
-        for month in _months_around(datetime.now(UTC).date(), months_ahead):
-            await conn.execute("SELECT ensure_ride_partition($1)", month)
+        if may_partition:
+            for month in _months_around(datetime.now(UTC).date(), months_ahead):
+                await conn.execute("SELECT ensure_ride_partition($1)", month)
+        # A login role never manages passwords (it may not); the owner does, when asked to.
+        if role_passwords and await conn.fetchval("SELECT current_user") not in ROLES:
+            await set_role_passwords(conn, role_passwords)
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

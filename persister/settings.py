@@ -8,7 +8,7 @@ from typing import ClassVar
 
 @dataclass(frozen=True, slots=True)
 class PersisterSettings:
-    SECRETS: ClassVar[tuple[str, ...]] = ()
+    SECRETS: ClassVar[tuple[str, ...]] = ("pg_writer_password", "pg_reader_password", "pg_archiver_password")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
@@ -22,3 +22,15 @@ class PersisterSettings:
     retry_max_s: float = 5.0  # cap of the exponential backoff while PostgreSQL is down
     partitions_ahead_months: int = 3  # monthly partitions created ahead of the current month
     log_level: str = "INFO"
+    # `migrate` only (run with the schema owner's pg_dsn): the passwords of the least-privilege
+    # login roles it creates (docs/security.md). Empty: that role's password is left as it is.
+    pg_writer_password: str = ""
+    pg_reader_password: str = ""
+    pg_archiver_password: str = ""
+
+    def role_passwords(self) -> dict[str, str]:
+        return {
+            "xrides_writer": self.pg_writer_password,
+            "xrides_reader": self.pg_reader_password,
+            "xrides_archiver": self.pg_archiver_password,
+        }

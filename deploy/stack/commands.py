@@ -61,8 +61,11 @@ def select(only: Sequence[str] | None) -> tuple[set[str], set[str]]:
 
 
 def stack_env(ctx: Context) -> dict[str, str]:
-    """The variables of ``.stack/env`` (the API key is created on first use)."""
-    return envfile.stack_variables(envfile.ensure_api_key(ctx.layout.api_key_file))
+    """The variables of ``.stack/env`` (the API key and role passwords are created on first use)."""
+    return envfile.stack_variables(
+        envfile.ensure_api_key(ctx.layout.api_key_file),
+        envfile.ensure_pg_passwords(ctx.layout.pg_passwords_file),
+    )
 
 
 def write_env_file(ctx: Context) -> None:
@@ -229,7 +232,9 @@ def up_platform(ctx: Context, names: set[str]) -> None:
         try:
             stop(pid_file)
             ensure_ports_free(proc.name, (proc.port,))
-            spec = LaunchSpec(argv=proc.resolved_argv(layout.repo), env=env, cwd=layout.repo)
+            spec = LaunchSpec(
+                argv=proc.resolved_argv(layout.repo), env=envfile.process_env(proc.name, env), cwd=layout.repo
+            )
             starting = _start(ctx, proc.name, spec)
             say(f"{proc.name}: launched pid {live_pid(pid_file)}")
             took = wait_until_healthy(

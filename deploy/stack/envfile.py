@@ -14,6 +14,18 @@ from pathlib import Path
 
 from deploy.stack import settings
 
+# The least-privilege PostgreSQL login roles (persister/migrations/0004_roles.sql) and the one each
+# platform process logs in as; a process not listed here gets no PostgreSQL credentials at all.
+PG_ROLES = ("writer", "reader", "archiver")
+PROCESS_PG_ROLES = {"api": "reader", "persister": "writer", "archiver": "archiver", "reconcile": "reader"}
+
+
+def _secret_file(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(content)
+
 
 def ensure_api_key(path: Path) -> str:
     """Return the development API key, generating it once so it is stable across ``up``."""
@@ -24,17 +36,43 @@ def ensure_api_key(path: Path) -> str:
     if existing:
         return existing
     key = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(key + "\n")
+    _secret_file(path, key + "\n")
     return key
 
 
-def stack_variables(api_key: str) -> dict[str, str]:
-    """Every variable the platform reads to reach the local stack, in file order."""
+def ensure_pg_passwords(path: Path) -> dict[str, str]:
+    """The login roles' passwords (``role=password`` lines), generated once, stable across ``up``."""
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:
+        lines = []
+    passwords = dict(line.split("=", 1) for line in lines if "=" in line)
+    if all(passwords.get(role) for role in PG_ROLES):
+        return {role: passwords[role] for role in PG_ROLES}
+    passwords = {role: passwords.get(role) or secrets.token_urlsafe(24) for role in PG_ROLES}
+    _secret_file(path, "".join(f"{role}={password}\n" for role, password in passwords.items()))
+    return passwords
+
+
+def _role_dsn(role: str, password: str) -> str:
+    host = f"{settings.HOST}:{settings.PG_PORT}/{settings.PG_DATABASE}"
+    return f"postgresql://xrides_{role}:{password}@{host}"
+
+
+def stack_variables(api_key: str, pg_passwords: Mapping[str, str]) -> dict[str, str]:
+    """Every variable the platform reads to reach the local stack, in file order.
+
+    ``XRIDES_PG_DSN`` is the schema owner's (migrations, tests, operators); the launcher gives each
+    platform process its own role's DSN instead (:func:`process_env`). The role passwords are
+    there for ``persister migrate``, which sets them.
+    """
+    roles: dict[str, str] = {}
+    for role in PG_ROLES:
+        roles[f"XRIDES_PG_{role.upper()}_DSN"] = _role_dsn(role, pg_passwords[role])
+        roles[f"XRIDES_PG_{role.upper()}_PASSWORD"] = pg_passwords[role]
     return {
         "XRIDES_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,
+        "XRIDES_LOG_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,  # logs to Kafka (xrides/logs.py)
         "XRIDES_PG_DSN": settings.PG_DSN,
         "XRIDES_ES_URL": settings.ES_URL,
         "XRIDES_S3_ENDPOINT": settings.S3_ENDPOINT,
@@ -44,7 +82,20 @@ def stack_variables(api_key: str) -> dict[str, str]:
         "XRIDES_PROMETHEUS_URL": settings.PROMETHEUS_URL,
         "XRIDES_API_URL": settings.API_URL,
         "XRIDES_API_KEY": api_key,
+        **roles,
     }
+
+
+def process_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one platform process: its own role's DSN as ``XRIDES_PG_DSN``, and no
+    other PostgreSQL credential (not the owner's, not another role's)."""
+    out = {
+        k: v for k, v in env.items() if not (k.startswith("XRIDES_PG_") and k.endswith(("_DSN", "_PASSWORD")))
+    }
+    role = PROCESS_PG_ROLES.get(name)
+    if role is not None:
+        out["XRIDES_PG_DSN"] = env[f"XRIDES_PG_{role.upper()}_DSN"]
+    return out
 
 
 def render(variables: Mapping[str, str]) -> str:

@@ -53,6 +53,11 @@ class Layout:
         return self.root / "api-dev-key"
 
     @property
+    def pg_passwords_file(self) -> Path:
+        """The least-privilege PostgreSQL roles' passwords, generated once (``role=password``)."""
+        return self.root / "pg-role-passwords"
+
+    @property
     def venv_python(self) -> Path:
         """The project venv's interpreter, used for platform processes and hooks."""
         return self.repo / ".venv" / "bin" / "python"

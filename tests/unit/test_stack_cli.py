@@ -41,6 +41,7 @@ from deploy.stack.topics import wanted_topics
 
 EXPECTED_VARIABLES = [
     "XRIDES_KAFKA_BOOTSTRAP",
+    "XRIDES_LOG_KAFKA_BOOTSTRAP",
     "XRIDES_PG_DSN",
     "XRIDES_ES_URL",
     "XRIDES_S3_ENDPOINT",
@@ -50,14 +51,21 @@ EXPECTED_VARIABLES = [
     "XRIDES_PROMETHEUS_URL",
     "XRIDES_API_URL",
     "XRIDES_API_KEY",
+    "XRIDES_PG_WRITER_DSN",
+    "XRIDES_PG_WRITER_PASSWORD",
+    "XRIDES_PG_READER_DSN",
+    "XRIDES_PG_READER_PASSWORD",
+    "XRIDES_PG_ARCHIVER_DSN",
+    "XRIDES_PG_ARCHIVER_PASSWORD",
 ]
+PG_PASSWORDS = {"writer": "w-pw", "reader": "r-pw", "archiver": "a-pw"}
 
 
 # --- env file -------------------------------------------------------------------------------
 
 
 def test_env_file_has_exactly_the_platform_variables() -> None:
-    variables = envfile.stack_variables("k3y")
+    variables = envfile.stack_variables("k3y", PG_PASSWORDS)
     assert list(variables) == EXPECTED_VARIABLES
     assert variables["XRIDES_KAFKA_BOOTSTRAP"] == "127.0.0.1:19092"
     assert variables["XRIDES_PG_DSN"] == "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
@@ -69,10 +77,12 @@ def test_env_file_has_exactly_the_platform_variables() -> None:
     assert variables["XRIDES_PROMETHEUS_URL"] == "http://127.0.0.1:19090"
     assert variables["XRIDES_API_URL"] == "http://127.0.0.1:8000"
     assert variables["XRIDES_API_KEY"] == "k3y"
+    assert variables["XRIDES_PG_WRITER_DSN"] == "postgresql://xrides_writer:w-pw@127.0.0.1:15432/xrides"
+    assert variables["XRIDES_PG_READER_PASSWORD"] == "r-pw"
 
 
 def test_env_file_renders_export_lines_that_round_trip() -> None:
-    variables = envfile.stack_variables("a key with 'quotes' & spaces")
+    variables = envfile.stack_variables("a key with 'quotes' & spaces", PG_PASSWORDS)
     text = envfile.render(variables)
     assert all(line.startswith("export XRIDES_") for line in text.splitlines())
     assert "export XRIDES_KAFKA_BOOTSTRAP=127.0.0.1:19092\n" in text
@@ -81,7 +91,7 @@ def test_env_file_renders_export_lines_that_round_trip() -> None:
 
 def test_env_file_is_valid_shell(tmp_path: Path) -> None:
     path = tmp_path / "env"
-    envfile.write(path, envfile.stack_variables("x-y_z"))
+    envfile.write(path, envfile.stack_variables("x-y_z", PG_PASSWORDS))
     out = subprocess.run(
         ["sh", "-c", f'. "{path}" && printf %s "$XRIDES_PG_DSN|$XRIDES_API_KEY"'],
         capture_output=True,
@@ -104,6 +114,31 @@ def test_api_key_is_generated_once_and_stays_stable(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert envfile.ensure_api_key(key_file) == first
     assert key_file.stat().st_mode & 0o077 == 0
+
+
+def test_pg_role_passwords_are_generated_once_and_stay_stable(tmp_path: Path) -> None:
+    path = tmp_path / "pg-role-passwords"
+    first = envfile.ensure_pg_passwords(path)
+    assert set(first) == {"writer", "reader", "archiver"}
+    assert len(set(first.values())) == 3 and all(len(p) >= 24 for p in first.values())
+    assert envfile.ensure_pg_passwords(path) == first
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_each_platform_process_gets_only_its_own_postgres_role() -> None:
+    env = {"PATH": "/bin", **envfile.stack_variables("k3y", PG_PASSWORDS)}
+    persister = envfile.process_env("persister", env)
+    assert persister["XRIDES_PG_DSN"] == env["XRIDES_PG_WRITER_DSN"]
+    assert envfile.process_env("api", env)["XRIDES_PG_DSN"] == env["XRIDES_PG_READER_DSN"]
+    assert envfile.process_env("archiver", env)["XRIDES_PG_DSN"] == env["XRIDES_PG_ARCHIVER_DSN"]
+    for name in ("api", "persister", "archiver", "reconcile", "flink-job", "es-indexer"):
+        child = envfile.process_env(name, env)
+        others = {v for k, v in child.items() if k.startswith("XRIDES_PG_") and k != "XRIDES_PG_DSN"}
+        assert not others, name
+        assert "xrides:xrides@" not in child.get("XRIDES_PG_DSN", ""), name
+        assert child["XRIDES_API_KEY"] == "k3y" and child["PATH"] == "/bin"
+    assert "XRIDES_PG_DSN" not in envfile.process_env("flink-job", env)
+    assert set(envfile.PROCESS_PG_ROLES) <= {p.name for p in REGISTRY}
 
 
 # --- ports ----------------------------------------------------------------------------------
