@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from ingest_service.metrics import IN_FLIGHT, REJECTS, REQUEST_SECONDS, REQUESTS
 from ingest_service.positions import KafkaPositions
 from ingest_service.producer import ProducerConfig, RideProducer
 from ingest_service.settings import ApiSettings
+from ingest_service.signing import SignatureChecker
 from xrides.errors import RateLimited, Unavailable, XRidesError
 from xrides.ride import RideValidationError
 
@@ -140,6 +142,15 @@ async def _connect_pool(services: Services) -> None:
             delay = min(delay * 2, 10)
 
 
+async def _watch_keys(services: Services) -> None:
+    """Rotation without a restart: pick up a changed keys file within ``api_keys_reload_s``."""
+    if not services.settings.api_keys_file:
+        return
+    while True:
+        await asyncio.sleep(services.settings.api_keys_reload_s)
+        services.keys.reload()
+
+
 def build_services(settings: ApiSettings) -> Services:
     producer_config = ProducerConfig(
         settings.kafka_bootstrap, delivery_timeout_ms=settings.delivery_timeout_ms
@@ -149,7 +160,8 @@ def build_services(settings: ApiSettings) -> Services:
         zone=ZoneInfo(settings.local_zone),
         producer=RideProducer(producer_config),
         positions=KafkaPositions(settings.kafka_bootstrap, settings.rides_topic, settings.requests_topic),
-        keys=KeyRing.from_settings(settings.api_key_hashes, settings.api_key),
+        keys=KeyRing.from_settings(settings.api_key_hashes, settings.api_key, settings.api_keys_file),
+        signatures=SignatureChecker(settings.signature_window_s),
         limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         in_flight=InFlight(settings.max_in_flight),
         idempotency=IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries),
@@ -170,11 +182,16 @@ def create_app(settings: ApiSettings) -> web.Application:
         except Exception as exc:  # the broker may be down at start; tracking of batches degrades, not ingest
             log.warning("could not ensure the requests topic", extra={"error.message": str(exc)})
         await services.producer.start([s.rides_topic, s.requests_topic])
-        task = asyncio.create_task(_connect_pool(services))
-        services.background.add(task)
-        task.add_done_callback(services.background.discard)
+        for job in (_connect_pool(services), _watch_keys(services)):
+            task = asyncio.create_task(job)
+            services.background.add(task)
+            task.add_done_callback(services.background.discard)
+        if s.api_keys_file:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.keys.reload, True)
         log.info("api started", extra={"url.port": s.api_port})
         yield
+        if s.api_keys_file:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in list(services.background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

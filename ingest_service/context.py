@@ -11,12 +11,13 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from ingest_service.auth import KeyRing
+from ingest_service.auth import ApiKey, KeyRing
 from ingest_service.idempotency import IdempotencyStore
 from ingest_service.limits import InFlight, RateLimiter
 from ingest_service.positions import KafkaPositions
 from ingest_service.producer import RideProducer
 from ingest_service.settings import ApiSettings
+from ingest_service.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureChecker
 
 
 @dataclass
@@ -31,11 +32,24 @@ class Services:
     limiter: RateLimiter
     in_flight: InFlight
     idempotency: IdempotencyStore
+    signatures: SignatureChecker
     pool: asyncpg.Pool | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 SERVICES = web.AppKey("services", Services)
+
+
+def check_signature(request: web.Request, key: ApiKey, body: bytes) -> None:
+    """The HMAC signing rules for ``key`` (ingest_service/signing.py), over the body as received."""
+    request.app[SERVICES].signatures.check(
+        key,
+        request.method,
+        request.raw_path,
+        body,
+        request.headers.get(TIMESTAMP_HEADER),
+        request.headers.get(SIGNATURE_HEADER),
+    )
 
 
 def json_response(

@@ -41,10 +41,19 @@ class RateLimiter:
         self.burst = burst
         self._buckets: dict[str, TokenBucket] = {}
 
-    def take(self, client: str, n: int) -> float:
+    def take(self, client: str, n: int, rate: float | None = None, burst: float | None = None) -> float:
+        """Take from ``client``'s bucket; ``rate``/``burst`` are that key's own limits (default: ours).
+
+        A key whose limits change (the keys file was reloaded) keeps its tokens, capped at the new burst.
+        """
+        rate = rate or self.rate
+        burst = burst or self.burst
         bucket = self._buckets.get(client)
         if bucket is None:
-            bucket = self._buckets[client] = TokenBucket(self.rate, self.burst)
+            bucket = self._buckets[client] = TokenBucket(rate, burst)
+        elif bucket.rate != rate or bucket.burst != burst:
+            bucket.rate, bucket.burst = rate, burst
+            bucket.tokens = min(bucket.tokens, burst)
         return bucket.take(n)
 
 

@@ -28,3 +28,12 @@ REJECTS = Counter("xrides_api_rejects_total", "Rejected requests or batch items 
 IDEMPOTENT_REPLAYS = Counter(
     "xrides_api_idempotent_replays_total", "Requests answered from the idempotency store, not written again"
 )
+API_KEYS = Gauge("xrides_api_keys", "API keys the API accepts now (settings plus the keys file)")
+KEY_RELOADS = Counter(
+    "xrides_api_key_reloads_total", "Reloads of the API keys file by outcome (ok, failed)", ["outcome"]
+)
+SIGNATURE_FAILURES = Counter(
+    "xrides_api_signature_failures_total",
+    "Requests refused by HMAC signing checks, by reason (missing, malformed, expired, mismatch, replayed)",
+    ["reason"],
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingest_service.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from query_dsl.catalog import AGGREGATES, FIELDS, RATIOS
 from xrides.ride import ride_json_schema
 
@@ -121,7 +122,7 @@ def _json(ref: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: "Malformed JSON or body",
-        401: "No or unknown API key",
+        401: "No or unknown API key; or a missing, wrong, late or replayed request signature",
         403: "Key without the needed scope",
         404: "Unknown id",
         408: "Body not received in time",
@@ -247,7 +248,27 @@ def build_openapi() -> dict[str, Any]:
             "description": "Acknowledges a ride only once it is durably in Kafka; every ride is trackable.",
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key with a scope"},
+                # Optional HMAC signing (docs/security.md): both headers, with the bearer key.
+                "signatureTimestamp": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": TIMESTAMP_HEADER,
+                    "description": "Unix seconds; within 300 s of the server's clock",
+                },
+                "signature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": SIGNATURE_HEADER,
+                    "description": (
+                        "v1=<hex HMAC-SHA256 with the key's signing secret of"
+                        ' "<timestamp>.<METHOD>.<path?query>." followed by the raw body>;'
+                        " each signature is accepted once. Keys configured with signing=required"
+                        " must send it."
+                    ),
+                },
+            },
             "schemas": {
                 "Ride": ride_json_schema(),
                 "FieldError": _FIELD_ERROR,
@@ -262,7 +283,7 @@ def build_openapi() -> dict[str, Any]:
                 "Health": _HEALTH,
             },
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"bearer": [], "signatureTimestamp": [], "signature": []}],
         "paths": {
             "/v1/rides": {"post": {**single, "operationId": "postRide"}},
             "/xride_data": {"post": {**single, "operationId": "postRideLegacy", "deprecated": True}},

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from ingest_service.context import SERVICES, json_response
+from ingest_service.context import SERVICES, check_signature, json_response
 from ingest_service.settings import ApiSettings
 from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
 from query_dsl.plan import Plan
@@ -32,13 +32,14 @@ def query_settings(settings: ApiSettings) -> QuerySettings:
 
 async def _plan(request: web.Request) -> tuple[Plan, str, datetime]:
     services = request.app[SERVICES]
-    services.keys.authenticate(request.headers.get("Authorization"), ("query",))
+    key = services.keys.authenticate(request.headers.get("Authorization"), ("query",))
     if request.content_type not in _MEDIA_TYPES:
         raise UnsupportedMediaType(
             f"send the query as application/json (or YAML), not {request.content_type}"
         )
+    body = await request.read()
+    check_signature(request, key, body)
     try:
-        body = await request.read()
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedBody("the query is not UTF-8") from exc

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ingest_service.auth import ApiKey
 from ingest_service.body import JSON, NDJSON, media_type, parse_json, read_body, split_ndjson
-from ingest_service.context import SERVICES, Services, json_response
+from ingest_service.context import SERVICES, Services, check_signature, json_response
 from ingest_service.idempotency import StoredResponse
 from ingest_service.metrics import IDEMPOTENT_REPLAYS, REJECTS, RIDES_ACCEPTED
 from xrides.errors import BrokerUnavailable, MalformedBody, PayloadTooLarge, XRidesError
@@ -83,9 +84,9 @@ async def _idempotent(request: web.Request, client: str, body: bytes, run: Any) 
     return response
 
 
-def _rate_headers(services: Services, remaining: float) -> dict[str, str]:
+def _rate_headers(services: Services, key: ApiKey, remaining: float) -> dict[str, str]:
     return {
-        "RateLimit-Limit": f"{services.settings.rate_limit_burst:g}",
+        "RateLimit-Limit": f"{key.burst or services.settings.rate_limit_burst:g}",
         "RateLimit-Remaining": str(int(remaining)),
     }
 
@@ -95,9 +96,10 @@ async def post_ride(request: web.Request) -> web.Response:
     key = services.keys.authenticate(request.headers.get("Authorization"), ("ingest",))
     media_type(request, (JSON,))
     raw = await read_body(request, services.settings.max_body_bytes, services.settings.read_timeout_s)
+    check_signature(request, key, raw)
 
     async def run() -> web.Response:
-        remaining = services.limiter.take(key.key_id, 1)
+        remaining = services.limiter.take(key.key_id, 1, key.rate_per_s, key.burst)
         ride = _validate(parse_json(raw), services)
         (result,) = await _produce(services, [ride])
         if isinstance(result, BaseException):
@@ -126,7 +128,7 @@ async def post_ride(request: web.Request) -> web.Response:
             "request_id": request_id,
             "status_url": status_url(services, request_id),
         }
-        return json_response(body, 202, _rate_headers(services, remaining))
+        return json_response(body, 202, _rate_headers(services, key, remaining))
 
     return await _idempotent(request, key.key_id, raw, run)
 
@@ -162,6 +164,7 @@ async def post_batch(request: web.Request) -> web.Response:
     key = services.keys.authenticate(request.headers.get("Authorization"), ("ingest",))
     ctype = media_type(request, (JSON, *NDJSON))
     raw = await read_body(request, settings.max_body_bytes, settings.read_timeout_s)
+    check_signature(request, key, raw)
 
     async def run() -> web.Response:
         values = _decode_batch(raw, ctype)
@@ -169,7 +172,7 @@ async def post_batch(request: web.Request) -> web.Response:
             raise MalformedBody("the batch is empty")
         if len(values) > settings.max_batch_items:
             raise PayloadTooLarge(f"{len(values)} rides exceed the batch limit of {settings.max_batch_items}")
-        remaining = services.limiter.take(key.key_id, len(values))
+        remaining = services.limiter.take(key.key_id, len(values), key.rate_per_s, key.burst)
         items: list[dict[str, Any]] = [{} for _ in values]
         valid: list[tuple[int, Ride]] = []
         for index, value in enumerate(values):
@@ -221,6 +224,6 @@ async def post_batch(request: web.Request) -> web.Response:
         )
         body["items"] = items
         code = 202 if len(written) == len(values) else (207 if written else 422)
-        return json_response(body, code, _rate_headers(services, remaining))
+        return json_response(body, code, _rate_headers(services, key, remaining))
 
     return await _idempotent(request, key.key_id, raw, run)

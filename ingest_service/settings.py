@@ -33,6 +33,15 @@ class ApiSettings:
     # Auth: comma-separated ``id:scope+scope:sha256hex`` entries; the dev key comes from api_key.
     api_key_hashes: str = ""
     api_key: str = ""
+    # A file of key entries (one per line, same format plus options: ingest_service/auth.py),
+    # re-read when it changes (checked every api_keys_reload_s) or on SIGHUP: rotation without a
+    # restart. Request signing: a signed request's timestamp must be within signature_window_s.
+    api_keys_file: str = ""
+    api_keys_reload_s: float = 2.0
+    signature_window_s: float = 300.0
+    # HTTPS: both set = the API serves TLS 1.2+ only, with this PEM certificate chain and key.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
     log_level: str = "INFO"
     # The query DSL (POST /v1/query): its backends and limits, as in query_dsl.settings.QuerySettings.
     es_url: str = "http://127.0.0.1:19200"

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from ingest_service.context import SERVICES, Services, json_response
+from ingest_service.context import SERVICES, Services, check_signature, json_response
 from xrides import tracking
 from xrides.errors import MalformedBody, NotFound, Unavailable
 from xrides.request_ids import Position, parse_request_id, ride_request_id
@@ -40,7 +40,8 @@ def _overall(states: list[str]) -> str:
 
 async def get_request(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    services.keys.authenticate(request.headers.get("Authorization"), ("ingest", "query"))
+    key = services.keys.authenticate(request.headers.get("Authorization"), ("ingest", "query"))
+    check_signature(request, key, b"")
     text = request.match_info["request_id"]
     request_id = parse_request_id(text)
     if request_id.kind == "r":
@@ -75,7 +76,8 @@ async def get_request(request: web.Request) -> web.Response:
 
 async def get_ride(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    services.keys.authenticate(request.headers.get("Authorization"), ("ingest", "query"))
+    key = services.keys.authenticate(request.headers.get("Authorization"), ("ingest", "query"))
+    check_signature(request, key, b"")
     text = request.match_info["booking_id"]
     if not text.isdigit() or len(text) > 19:
         raise MalformedBody("booking_id must be a positive integer")

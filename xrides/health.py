@@ -3,6 +3,7 @@ the small status server the scheduled processes (archiver, reconcile) answer it 
 
 from __future__ import annotations
 
+import ssl
 import time
 import urllib.request
 from collections.abc import Callable
@@ -12,10 +13,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-def check_health(host: str, port: int) -> int:
-    """Exit status: 0 when ``http://host:port/healthz`` answers 200 within two seconds, else 1."""
+def check_health(host: str, port: int, tls: bool = False) -> int:
+    """Exit status: 0 when ``http://host:port/healthz`` answers 200 within two seconds, else 1.
+
+    ``tls``: ask over HTTPS without verifying the certificate: this probes our own process on
+    its own address (often 127.0.0.1, which the certificate does not name), not a remote peer.
+    """
+    scheme, context = "http", None
+    if tls:
+        scheme, context = "https", ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2) as response:
+        url = f"{scheme}://{host}:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 - http(s) only
             return 0 if response.status == 200 else 1
     except OSError:
         return 1
