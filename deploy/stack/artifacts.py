@@ -73,14 +73,22 @@ def render_pom(name: str, artifacts: Sequence[MavenArtifact]) -> str:
 
 
 def fetch_maven(
-    name: str, artifacts: Sequence[MavenArtifact], dest: Path, transitive: bool = True, timeout: float = 900
+    name: str,
+    artifacts: Sequence[MavenArtifact],
+    dest: Path,
+    transitive: bool = True,
+    timeout: float = 900,
+    pinned: bool = False,
 ) -> Path:
     """Copy ``artifacts`` (and, if ``transitive``, their runtime deps) into ``dest/lib``.
 
-    Returns the lib directory. Cached by a marker file: a second call is free.
+    Returns the lib directory. Cached by a marker file: a second call is free. With ``pinned`` the
+    marker lists the coordinates, so adding an artifact to the list fetches again.
     """
     lib = dest / "lib"
-    if (dest / COMPLETE_MARKER).exists():
+    marker = dest / COMPLETE_MARKER
+    listing = "".join(f"{a.coordinate}\n" for a in artifacts) if pinned else "ok\n"
+    if marker.exists() and (not pinned or marker.read_text(encoding="utf-8") == listing):
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -111,7 +119,7 @@ def fetch_maven(
     if result.returncode != 0:
         output = mvn_error_tail(result.stdout + result.stderr)
         raise StackError(f"download of {coords} failed (mvn exit {result.returncode}):\n{output}")
-    (dest / COMPLETE_MARKER).write_text("ok\n", encoding="ascii")
+    marker.write_text(listing, encoding="utf-8")
     return lib
 
 

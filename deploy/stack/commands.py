@@ -248,12 +248,18 @@ def up_platform(ctx: Context, names: set[str]) -> None:
         raise StackError("\n".join(failures))
 
 
-FLINK_JARS = (MavenArtifact("org.apache.flink", "flink-sql-connector-kafka", "5.0.0-2.2"),)
+FLINK_JARS = (
+    MavenArtifact("org.apache.flink", "flink-sql-connector-kafka", "5.0.0-2.2"),
+    # The mini cluster's Prometheus reporter (the pip package ships no plugins/ folder).
+    MavenArtifact("org.apache.flink", "flink-metrics-prometheus", "2.2.1"),
+)
 
 
 def fetch_flink_jars(layout: Layout) -> Path:
-    """The connector jars the PyFlink job loads (``.stack/downloads/flink-jars/lib``)."""
-    return fetch_maven("flink-jars", FLINK_JARS, layout.downloads / "flink-jars", transitive=False)
+    """The jars the PyFlink job loads (``.stack/downloads/flink-jars/lib``)."""
+    return fetch_maven(
+        "flink-jars", FLINK_JARS, layout.downloads / "flink-jars", transitive=False, pinned=True
+    )
 
 
 def up(ctx: Context, only: Sequence[str] | None = None) -> None:

@@ -606,6 +606,7 @@ class Prometheus(Service):
         """Config for the current registry and the repo's rule folder (if it exists yet)."""
         rules = self.ctx.layout.repo / "dashboards" / "prometheus" / "rules"
         targets = [(proc.name, proc.metrics_target) for proc in REGISTRY]
+        targets.append(("flink", f"{settings.HOST}:{settings.FLINK_METRICS_PORT}"))
         text = configs.prometheus_yml(targets, str(rules / "*.yml") if rules.is_dir() else None)
         if rules.is_dir():
             # A digest of the rule files makes an edited rule count as a config change (-> reload).

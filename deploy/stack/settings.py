@@ -39,6 +39,9 @@ PROMETHEUS_BIN = "/usr/bin/prometheus"
 PROMTOOL_BIN = "/usr/bin/promtool"
 PROMETHEUS_PACKAGE = "prometheus"
 SCRAPE_INTERVAL = "5s"
+# Flink's Prometheus reporter on the job's mini cluster (flink_jobs StreamSettings.flink_metrics_port);
+# scraped as job "flink", the name docker-compose's Prometheus gives its JobManager and TaskManagers.
+FLINK_METRICS_PORT = 9106
 
 API_URL = "http://127.0.0.1:8000"
 
