@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from flink_jobs.enrich import ServiceRegion, daily_index, enrich
-from xrides.ride import RideValidationError, decode_envelope, format_timestamp
+from xrides.ride import RideEnvelope, RideValidationError, decode_envelope, format_timestamp
 from xrides.window import oldest_hot
 
 
@@ -41,15 +41,35 @@ def plan(
     raw: bytes, state: BookingState, window: Window, zone: ZoneInfo, region: ServiceRegion, prefix: str
 ) -> list[dict[str, Any]]:
     """The actions for one message on ``rides``, updating ``state`` in place."""
+    return plan_ride(raw, state, window, zone, region, prefix)[0]
+
+
+def plan_ride(
+    raw: bytes, state: BookingState, window: Window, zone: ZoneInfo, region: ServiceRegion, prefix: str
+) -> tuple[list[dict[str, Any]], RideEnvelope | None]:
+    """:func:`plan`, plus the envelope when this version is accepted (it feeds the demand windows)."""
     try:
         envelope = decode_envelope(raw)
     except RideValidationError as exc:
-        return [{"op": "dead", "reason": f"invalid ride: {exc.message}"[:1000], "raw": raw.decode("latin-1")}]
+        reason = f"invalid ride: {exc.message}"[:1000]
+        return [{"op": "dead", "reason": reason, "raw": raw.decode("latin-1")}], None
     except (ValueError, TypeError) as exc:
-        return [{"op": "dead", "reason": f"undecodable message: {exc}"[:1000], "raw": raw.decode("latin-1")}]
-    ride = envelope.ride
+        reason = f"undecodable message: {exc}"[:1000]
+        return [{"op": "dead", "reason": reason, "raw": raw.decode("latin-1")}], None
     if envelope.version < state.version:
-        return []  # an old replay: the stored version is newer (Elasticsearch would refuse it too)
+        return [], None  # an old replay: the stored version is newer (Elasticsearch would refuse it too)
+    return _plan_envelope(envelope, state, window, zone, region, prefix), envelope
+
+
+def _plan_envelope(
+    envelope: RideEnvelope,
+    state: BookingState,
+    window: Window,
+    zone: ZoneInfo,
+    region: ServiceRegion,
+    prefix: str,
+) -> list[dict[str, Any]]:
+    ride = envelope.ride
     actions: list[dict[str, Any]] = []
     index = daily_index(prefix, ride)
     if state.index is not None and state.index != index:

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import Counter, Histogram
 
 from flink_jobs.health import serve_health
-from flink_jobs.mapping import rides_template, template_name
+from flink_jobs.mapping import demand_template, logs_template, rides_template, template_name
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
 
@@ -90,9 +90,13 @@ class Indexer:
 
     def ensure_templates(self) -> None:
         ensure_topics(self.settings)
-        self.es.indices.put_index_template(
-            name=template_name(self.settings.es_rides_prefix), **rides_template(self.settings.es_rides_prefix)
-        )
+        settings = self.settings
+        for prefix, template in (
+            (settings.es_rides_prefix, rides_template),
+            (settings.es_demand_prefix, demand_template),
+            (settings.es_logs_prefix, logs_template),
+        ):
+            self.es.indices.put_index_template(name=template_name(prefix), **template(prefix))
 
     def apply(self, actions: list[dict[str, Any]]) -> None:
         """Apply one batch; returns once every action is applied, stale, skipped or dead-lettered."""

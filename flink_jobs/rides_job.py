@@ -1,5 +1,11 @@
 """The PyFlink job: ``rides`` -> enrichment with per-booking state -> ``rides.es`` actions.
 
+Three pipelines share one job graph, one mini cluster and one Kafka sink (on 2 cores a second JVM
+and Python worker pool would cost more than the work): ride documents; 5-minute demand windows per
+pickup area (flink_jobs/demand.py), fed by the ride versions the per-booking step accepted; and the
+platform's log lines from the ``logs`` topic (flink_jobs/logs.py). All of them emit the indexer's
+actions, so every Elasticsearch write goes through the same idempotent, dead-lettering path.
+
 Delivery: the Kafka source's offsets are committed on each completed checkpoint and the Kafka sink
 flushes before a checkpoint completes (at-least-once), so after a crash the job resumes from the
 last committed offsets and re-emits what was not covered. The actions are idempotent (document id
@@ -17,9 +23,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flink_jobs.actions import BookingState, Window, encode, plan
+from flink_jobs.actions import BookingState, Window, encode, plan_ride
+from flink_jobs.demand import WINDOW_MS, DemandEvent, demand_action, demand_event, late_action
 from flink_jobs.enrich import ServiceRegion
 from flink_jobs.health import serve_health
+from flink_jobs.logs import log_action
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
 from xrides.window import parse_reference
@@ -27,22 +35,38 @@ from xrides.window import parse_reference
 log = logging.getLogger("flink_jobs.rides")
 
 KAFKA_CONNECTOR = "flink-sql-connector-kafka-5.0.0-2.2.jar"
+PROMETHEUS_REPORTER = "flink-metrics-prometheus-2.2.1.jar"
+PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 
-def connector_jar(settings: StreamSettings) -> Path:
-    jar = Path(settings.flink_jars_dir).resolve() / KAFKA_CONNECTOR
+def connector_jar(settings: StreamSettings, name: str = KAFKA_CONNECTOR) -> Path:
+    jar = Path(settings.flink_jars_dir).resolve() / name
     if not jar.is_file():
         raise FileNotFoundError(f"{jar} is missing: `python3 -m deploy.stack up` fetches it")
     return jar
 
 
+def metrics_config(settings: StreamSettings) -> dict[str, str]:
+    """Flink's Prometheus reporter on the mini cluster (its jar is on ``pipeline.jars``)."""
+    if not settings.flink_metrics_port or settings.flink_remote:  # a cluster configures its own
+        return {}
+    return {
+        "metrics.reporter.prom.factory.class": PROMETHEUS_FACTORY,
+        # One metric registry serves the mini cluster's job and task manager: one port for both.
+        "metrics.reporter.prom.port": str(settings.flink_metrics_port),
+    }
+
+
 def build(settings: StreamSettings) -> Any:
     """The job graph (PyFlink is imported here: it starts a JVM gateway)."""
-    from pyflink.common import Configuration, Types, WatermarkStrategy  # noqa: PLC0415
+    from pyflink.common import Configuration, Duration, Time, Types, WatermarkStrategy  # noqa: PLC0415
     from pyflink.common.serialization import SimpleStringSchema  # noqa: PLC0415
+    from pyflink.common.watermark_strategy import TimestampAssigner  # noqa: PLC0415
     from pyflink.datastream import (  # noqa: PLC0415
         CheckpointingMode,
         KeyedProcessFunction,
+        OutputTag,
+        ProcessWindowFunction,
         RuntimeContext,
         StreamExecutionEnvironment,
     )
@@ -55,11 +79,18 @@ def build(settings: StreamSettings) -> Any:
         KafkaSource,
     )
     from pyflink.datastream.state import ValueStateDescriptor  # noqa: PLC0415
+    from pyflink.datastream.window import TumblingEventTimeWindows  # noqa: PLC0415
 
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    conf.set_string("pipeline.jars", connector_jar(settings).as_uri())
+    jars = [connector_jar(settings)]
+    metrics = metrics_config(settings)
+    if metrics:
+        jars.append(connector_jar(settings, PROMETHEUS_REPORTER))
+    conf.set_string("pipeline.jars", ";".join(jar.as_uri() for jar in jars))
+    for key, value in metrics.items():
+        conf.set_string(key, value)
     conf.set_string("python.fn-execution.bundle.size", str(settings.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
     conf.set_string("taskmanager.memory.process.size", "768m")
@@ -104,6 +135,19 @@ def build(settings: StreamSettings) -> Any:
     zone = ZoneInfo(settings.local_zone)
     region = ServiceRegion()
     prefix = settings.es_rides_prefix
+    demand_prefix = settings.es_demand_prefix
+    demand_type = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(), Types.LONG()])
+
+    class Tag(OutputTag):  # type: ignore[misc]
+        """PyFlink's tag drops the tuple's Java type when pickled, not its fields' (py4j objects)."""
+
+        def __getstate__(self) -> Any:
+            for field in getattr(self.type_info, "_field_types", ()):
+                field._j_typeinfo = None
+            return super().__getstate__()
+
+    demand_tag = Tag("demand", demand_type)
+    late_tag = Tag("demand-late", demand_type)
 
     class Plan(KeyedProcessFunction):  # type: ignore[misc]
         """Keyed by booking: remembers where the booking's current version is indexed."""
@@ -114,11 +158,27 @@ def build(settings: StreamSettings) -> Any:
 
         def process_element(self, value: tuple[str, str], ctx: Any) -> Any:
             state = BookingState(self.index.value() or None, self.version.value() or 0)
-            actions = plan(value[1].encode("latin-1"), state, window, zone, region, prefix)
+            actions, envelope = plan_ride(value[1].encode("latin-1"), state, window, zone, region, prefix)
             self.index.update(state.index or "")  # state values cannot be None
             self.version.update(state.version)
             for action in actions:
                 yield encode(action)
+            if envelope is not None:  # an accepted version: one event for the demand windows
+                yield demand_tag, demand_event(envelope).as_tuple()
+
+    class BookingTime(TimestampAssigner):  # type: ignore[misc]
+        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+            return int(value[4])
+
+    class Demand(ProcessWindowFunction):  # type: ignore[misc]
+        """One firing of one area's 5-minute window: the whole window's counts, as an index action."""
+
+        def process(self, key: str, context: Any, elements: Any) -> Any:
+            span = context.window()
+            events = [DemandEvent.from_tuple(e) for e in elements]
+            oldest_ms = int(window.oldest().timestamp() * 1000)
+            now_ms = context.current_processing_time()
+            yield encode(demand_action(key, span.start, span.end, events, demand_prefix, oldest_ms, now_ms))
 
     def booking_key(raw: str) -> tuple[str, str]:
         # The envelope's booking id, cheaply; poison gets one shared key (it is dead-lettered anyway).
@@ -128,13 +188,50 @@ def build(settings: StreamSettings) -> Any:
         end = raw.find(",", marker)
         return raw[marker + 13 : end].strip(), raw
 
-    (
+    rides = (
         env.from_source(source, WatermarkStrategy.no_watermarks(), "rides")
         .map(booking_key, output_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
         .key_by(lambda pair: pair[0], key_type=Types.STRING())
         .process(Plan(), output_type=Types.STRING())
-        .sink_to(sink)
     )
+    # Event time starts here, not at the source: only accepted ride versions carry a booking time.
+    windows = (
+        rides.get_side_output(demand_tag)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy.for_bounded_out_of_orderness(
+                Duration.of_seconds(settings.demand_max_delay_s)
+            ).with_timestamp_assigner(BookingTime())
+        )
+        .key_by(lambda event: event[0], key_type=Types.STRING())
+        .window(TumblingEventTimeWindows.of(Time.milliseconds(WINDOW_MS)))
+        .allowed_lateness(settings.demand_lateness_s * 1000)
+        .side_output_late_data(late_tag)
+        .process(Demand(), output_type=Types.STRING())
+    )
+    late = windows.get_side_output(late_tag).map(
+        lambda event: encode(late_action(DemandEvent.from_tuple(event))), output_type=Types.STRING()
+    )
+    outputs = [windows, late]
+    if settings.logs_topic:
+        logs_source = (
+            KafkaSource.builder()
+            .set_bootstrap_servers(settings.kafka_bootstrap)
+            .set_topics(settings.logs_topic)
+            .set_group_id(f"{settings.flink_group_id}-logs")
+            .set_starting_offsets(
+                KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+            )
+            .set_value_only_deserializer(SimpleStringSchema("ISO-8859-1"))
+            .set_property("commit.offsets.on.checkpoint", "true")
+            .build()
+        )
+        logs_prefix = settings.es_logs_prefix
+        outputs.append(
+            env.from_source(logs_source, WatermarkStrategy.no_watermarks(), "logs").map(
+                lambda raw: encode(log_action(raw.encode("latin-1"), logs_prefix)), output_type=Types.STRING()
+            )
+        )
+    rides.union(*outputs).sink_to(sink)
     return env
 
 

@@ -18,6 +18,11 @@ class StreamSettings:
     flink_group_id: str = "xrides-flink-rides"
     indexer_group_id: str = "xrides-es-indexer"
     es_rides_prefix: str = "rides-"
+    es_demand_prefix: str = "ride-demand-"  # 5-minute demand windows per pickup area
+    demand_max_delay_s: int = 60  # watermark: how far out of order booking times may arrive
+    demand_lateness_s: int = 1800  # a window is updated by late events for this long after it closed
+    logs_topic: str = "logs"  # the platform's JSON log lines; empty = the job does not index logs
+    es_logs_prefix: str = "logs-"
     hot_days: int = 60  # rides whose pickup is older than this are not indexed (the archive has them)
     reference_time: str = ""  # ISO 8601; empty = now. Moves the hot window for replayed history.
     local_zone: str = "Asia/Kolkata"
@@ -30,6 +35,7 @@ class StreamSettings:
     indexer_wait_ms: int = 100
     indexer_metrics_port: int = 9103
     job_metrics_port: int = 9102
+    flink_metrics_port: int = 9106  # Flink's Prometheus reporter on the mini cluster; 0 = off
     flink_remote: str = ""  # host:port of a JobManager's REST endpoint; empty = local mini cluster
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"

@@ -46,6 +46,8 @@ class Stream:
             "XRIDES_INDEXER_METRICS_PORT": str(self.indexer_port),
             "XRIDES_REFERENCE_TIME": "2013-02-01T00:00:00+00:00",
             "XRIDES_FLINK_STATE_DIR": str(tmp_path / "flink"),
+            "XRIDES_LOGS_TOPIC": "",  # the platform's job indexes the logs topic; tests opt in
+            "XRIDES_FLINK_METRICS_PORT": "0",  # :9106 is the platform job's; tests opt in on a free port
         }
         admin = KafkaAdminClient(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"])
         admin.create_topics([NewTopic(self.rides_topic, 3, 1)])
