@@ -25,6 +25,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import pytest
 import yaml
 
+from deploy.stack import envfile
 from deploy.stack import settings as stack_settings
 from deploy.stack.platform import REGISTRY, PlatformProcess
 from deploy.stack.topics import wanted_topics
@@ -454,16 +455,18 @@ def test_credentials_agree_with_the_services_that_own_them(services: dict[str, d
     minio = _environment(services["minio"])
     es_setup = _environment(services["es-setup"])
     bucket = _environment(services["minio-setup"])["ARCHIVE_BUCKET"]
+    migrate = _environment(services["migrate"])
+    role_passwords = {f"xrides_{r}": migrate[f"XRIDES_PG_{r.upper()}_PASSWORD"] for r in envfile.PG_ROLES}
     assert bucket == stack_settings.S3_BUCKET
     for name, spec in services.items():
         env = _environment(spec)
         if "XRIDES_PG_DSN" in env:
             dsn = urlsplit(env["XRIDES_PG_DSN"])
-            assert (dsn.username, unquote(dsn.password or ""), dsn.path.lstrip("/")) == (
-                pg["POSTGRES_USER"],
-                pg["POSTGRES_PASSWORD"],
-                pg["POSTGRES_DB"],
-            ), f"{name!r}: XRIDES_PG_DSN does not match the postgres service"
+            user = dsn.username or ""
+            wanted = pg["POSTGRES_PASSWORD"] if user == pg["POSTGRES_USER"] else role_passwords.get(user)
+            assert (unquote(dsn.password or ""), dsn.path.lstrip("/")) == (wanted, pg["POSTGRES_DB"]), (
+                f"{name!r}: XRIDES_PG_DSN does not match the postgres service or a role migrate creates"
+            )
         if "XRIDES_ES_URL" in env:
             url = urlsplit(env["XRIDES_ES_URL"])
             assert (url.username, unquote(url.password or "")) == (
@@ -636,6 +639,18 @@ def test_flink_image_matches_pyflink_and_the_connector(services: dict[str, dict[
         assert version.endswith(f"-{minor}"), f"{artifact} {version} is not built for Flink {minor}"
     for service in ("jobmanager", "taskmanager", "flink-job"):
         assert services[service]["image"] == services["jobmanager"]["image"]
+
+
+def test_each_process_logs_in_to_postgres_with_its_own_role(services: dict[str, dict[str, Any]]) -> None:
+    """The same roles as the local stack's launcher gives (deploy/stack/envfile.py); only
+    ``migrate`` holds the owner's DSN."""
+    for name, spec in services.items():
+        dsn = _environment(spec).get("XRIDES_PG_DSN")
+        if dsn is None:
+            continue
+        role = envfile.PROCESS_PG_ROLES.get(name)
+        expected = "xrides" if name == "migrate" else f"xrides_{role}"
+        assert urlsplit(dsn).username == expected, name
 
 
 # --- secrets and interpolation -----------------------------------------------------------------
