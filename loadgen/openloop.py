@@ -2,9 +2,11 @@
 
 Latency is measured from each request's *intended* send time, so a server that slows down cannot
 hide it by slowing the generator (coordinated omission). Bodies are prepared before the clock
-starts, so the generator's own CPU goes to sending. Run it in its own process:
+starts, so the generator's own CPU goes to sending. The schedule is a list of (seconds, rate)
+segments: a constant rate, a burst, or a compressed day (``--daily``). Run it in its own process:
 
     python -m loadgen.openloop --rate 2000 --seconds 20 --mode single
+    python -m loadgen.openloop --segments 60:3.3,300:33,60:3.3 --invalid 0.01 --out burst.json
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import collections
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from loadgen.rides import RideGenerator
+from loadgen.rides import RideGenerator, TrafficMix, daily_schedule, traffic
+
+Segment = tuple[float, float]  # (seconds, requests per second)
 
 
 @dataclass
@@ -28,13 +33,18 @@ class LoadResult:
     mode: str
     target_rate: float
     seconds: float
+    started_at: float = 0.0  # Unix time of the first intended send; timeline seconds count from it
     sent: int = 0
     ok: int = 0
     rides_ok: int = 0
+    # answers that were not the expected one: a valid ride not accepted, an invalid one not 422
+    unexpected: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     achieved_rate: float = 0.0
     late_starts: int = 0  # requests the generator itself could not send within 5 ms of schedule
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # one entry per second of intended send time: sent, ok, unexpected, p50/p99 latency
+    timeline: list[dict[str, float]] = field(default_factory=list)
     # (intended send time as Unix seconds, request id) of every accepted request, when asked for
     accepted: list[tuple[float, str]] = field(default_factory=list)
 
@@ -49,72 +59,135 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-def prepare_bodies(mode: str, count: int, batch_size: int, seed: int) -> list[bytes]:
+def latency_summary(latencies_s: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_s)
+    return {
+        name: round(percentile(ordered, q) * 1000, 2)
+        for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("p99.9", 99.9), ("max", 100))
+    }
+
+
+def send_offsets(segments: list[Segment]) -> list[float]:
+    """Intended send times, in seconds from the start, evenly spaced within each segment."""
+    offsets: list[float] = []
+    begin = 0.0
+    for seconds, rate in segments:
+        count = round(seconds * rate)
+        offsets.extend(begin + i / rate for i in range(count))
+        begin += seconds
+    return offsets
+
+
+def prepare_bodies(
+    mode: str, count: int, batch_size: int, seed: int, mix: TrafficMix | None = None
+) -> list[tuple[bytes, int]]:
+    """``count`` request bodies with the number of valid rides each carries."""
     generator = RideGenerator(seed=seed, first_booking_id=seed * 10**9 + 1)
+    mix = mix or TrafficMix(updates=0.0, retries=0.0, invalid=0.0)
     if mode == "single":
-        return [orjson.dumps(generator.ride()) for _ in range(count)]
-    return [orjson.dumps([generator.ride() for _ in range(batch_size)]) for _ in range(count)]
+        return [(orjson.dumps(r.ride), int(r.valid)) for r in traffic(generator, count, mix)]
+    bodies = []
+    for _ in range(count):
+        requests = traffic(generator, batch_size, mix)
+        bodies.append((orjson.dumps([r.ride for r in requests]), sum(r.valid for r in requests)))
+    return bodies
 
 
 async def run_load(
     base_url: str,
     api_key: str,
     mode: str,
-    rate: float,
-    seconds: float,
+    rate: float = 0.0,
+    seconds: float = 0.0,
     batch_size: int = 1000,
     connections: int = 512,
     seed: int | None = None,
     record_ids: bool = False,
+    segments: list[Segment] | None = None,
+    mix: TrafficMix | None = None,
 ) -> LoadResult:
-    total = int(rate * seconds)
-    bodies = prepare_bodies(mode, total, batch_size, seed or int(time.time()) % 100_000)
+    segments = segments or [(seconds, rate)]
+    offsets = send_offsets(segments)
+    total_seconds = sum(s for s, _ in segments)
+    bodies = prepare_bodies(mode, len(offsets), batch_size, seed or int(time.time()) % 100_000, mix)
     path = "/v1/rides" if mode == "single" else "/v1/rides/batch"
     url = base_url.rstrip("/") + path
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    per_second: dict[int, list[float]] = collections.defaultdict(list)
+    per_second_bad: collections.Counter[int] = collections.Counter()
     latencies: list[float] = []
     statuses: collections.Counter[str] = collections.Counter()
-    result = LoadResult(mode=mode, target_rate=rate, seconds=seconds)
+    result = LoadResult(mode=mode, target_rate=round(len(offsets) / total_seconds, 2), seconds=total_seconds)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
         wall_offset = time.time() - time.perf_counter()
+        start = time.perf_counter() + 0.2
+        result.started_at = start + wall_offset
 
-        async def one(body: bytes, intended: float) -> None:
+        async def one(body: bytes, valid: int, intended: float) -> None:
+            accepted_rides = 0
             try:
                 async with session.post(url, data=body) as response:
                     payload = await response.read()
                     status = str(response.status)
-                    if record_ids and response.status == 202:
-                        result.accepted.append((intended + wall_offset, orjson.loads(payload)["request_id"]))
+                    if mode == "single":
+                        accepted_rides = int(response.status == 202)
+                        if record_ids and accepted_rides:
+                            result.accepted.append(
+                                (intended + wall_offset, orjson.loads(payload)["request_id"])
+                            )
+                    elif response.status in (202, 207):
+                        accepted_rides = int(orjson.loads(payload)["accepted"])
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = type(exc).__name__
-            latencies.append(time.perf_counter() - intended)
+            latency = time.perf_counter() - intended
+            second = int(intended - start)
+            latencies.append(latency)
+            per_second[second].append(latency)
             statuses[status] += 1
+            result.rides_ok += accepted_rides
+            if accepted_rides != valid or (status == "422") != (valid == 0):
+                result.unexpected += 1
+                per_second_bad[second] += 1
 
         tasks = []
-        start = time.perf_counter() + 0.2
-        for i, body in enumerate(bodies):
-            intended = start + i / rate
+        for (body, valid), offset in zip(bodies, offsets, strict=True):
+            intended = start + offset
             delay = intended - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -0.005:
                 result.late_starts += 1
-            tasks.append(asyncio.create_task(one(body, intended)))
+            tasks.append(asyncio.create_task(one(body, valid, intended)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    latencies.sort()
-    result.sent = total
+    result.sent = len(offsets)
     result.statuses = dict(statuses)
-    result.ok = statuses.get("202", 0)
-    result.rides_ok = result.ok * (1 if mode == "single" else batch_size)
-    result.achieved_rate = total / elapsed
-    result.latency_ms = {
-        name: round(percentile(latencies, q) * 1000, 2)
-        for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("p99.9", 99.9), ("max", 100))
-    }
+    result.ok = statuses.get("202", 0) + statuses.get("207", 0)
+    result.achieved_rate = round(len(offsets) / elapsed, 2)
+    result.latency_ms = latency_summary(latencies)
+    for second in sorted(per_second):
+        window = sorted(per_second[second])
+        result.timeline.append(
+            {
+                "t": second,
+                "sent": len(window),
+                "unexpected": per_second_bad[second],
+                "p50_ms": round(percentile(window, 50) * 1000, 2),
+                "p99_ms": round(percentile(window, 99) * 1000, 2),
+            }
+        )
     return result
+
+
+def parse_segments(text: str) -> list[Segment]:
+    """``60:3.3,300:33`` -> [(60, 3.3), (300, 33)]."""
+    segments = []
+    for part in text.split(","):
+        seconds, _, rate = part.partition(":")
+        segments.append((float(seconds), float(rate)))
+    return segments
 
 
 def main() -> int:
@@ -125,9 +198,20 @@ def main() -> int:
     parser.add_argument("--mode", choices=("single", "batch"), default="single")
     parser.add_argument("--rate", type=float, default=200, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--segments", type=parse_segments, help="seconds:rate,... (overrides --rate)")
+    parser.add_argument("--daily", type=float, metavar="SECONDS", help="a day's curve compressed")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=512)
+    parser.add_argument("--updates", type=float, default=0.0, help="share of updates (cancellations)")
+    parser.add_argument("--retries", type=float, default=0.0, help="share of unchanged re-sends")
+    parser.add_argument("--invalid", type=float, default=0.0, help="share of invalid rides")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--record-ids", action="store_true", help="keep accepted request ids")
+    parser.add_argument("--out", type=Path, help="write the full result (timeline, ids) here")
     args = parser.parse_args()
+    segments = args.segments
+    if args.daily:
+        segments = daily_schedule(args.daily, args.rate)
     result = asyncio.run(
         run_load(
             args.url,
@@ -137,12 +221,19 @@ def main() -> int:
             args.seconds,
             args.batch_size,
             args.connections,
+            seed=args.seed,
+            record_ids=args.record_ids,
+            segments=segments,
+            mix=TrafficMix(args.updates, args.retries, args.invalid),
         )
     )
-    summary = result.as_dict()
-    summary.pop("accepted")
-    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-    return 0 if result.ok == result.sent else 1
+    full = result.as_dict()
+    if args.out:
+        args.out.write_bytes(orjson.dumps(full))
+    full.pop("accepted")
+    full.pop("timeline")
+    print(orjson.dumps(full, option=orjson.OPT_INDENT_2).decode())
+    return 0 if result.unexpected == 0 else 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Dates are sent in XRides' own ``M/D/YYYY H:MM`` local-time form.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -77,3 +78,74 @@ class RideGenerator:
             "driver_id": rng.randint(0, 5000),
             "car_cancellation": int(rng.random() < self.cancel_share),
         }
+
+
+# Relative booking volume per local hour: a night trough, a morning peak (8-10) and a larger
+# evening peak (17-20), the shape of XRides' 2013 export. Mean 1.0, so a schedule built from it
+# keeps the day's mean rate.
+DAILY_CURVE = (
+    0.25, 0.15, 0.10, 0.08, 0.10, 0.25, 0.60, 1.20, 1.80, 1.70, 1.30, 1.10,
+    1.05, 1.00, 1.00, 1.10, 1.40, 1.90, 2.00, 1.80, 1.40, 1.05, 0.70, 0.42,
+)  # fmt: skip
+
+
+def daily_schedule(day_seconds: float, mean_rate: float) -> list[tuple[float, float]]:
+    """A day compressed into ``day_seconds``: 24 (seconds, rate) segments following the curve."""
+    scale = mean_rate * 24 / sum(DAILY_CURVE)
+    return [(day_seconds / 24, weight * scale) for weight in DAILY_CURVE]
+
+
+@dataclass(frozen=True)
+class TrafficMix:
+    """What a stream of requests holds besides new rides.
+
+    ``updates``: a later message for an earlier booking (a cancellation), which must win downstream.
+    ``retries``: an earlier request sent again unchanged (a client that timed out and retried),
+    which must create nothing twice. ``invalid``: a ride that breaks the contract, which must get
+    its 422 and nothing else.
+    """
+
+    updates: float = 0.05
+    retries: float = 0.02
+    invalid: float = 0.0
+
+
+@dataclass(frozen=True)
+class Request:
+    ride: dict[str, Any]
+    valid: bool
+    kind: str  # "new" | "update" | "retry" | "invalid"
+
+
+_BREAKAGES: tuple[tuple[str, Any], ...] = (
+    ("from_lat", "north of the lake"),
+    ("booking_id", None),
+    ("from_date", "the 31st of February"),
+    ("from_lat", 200.0),
+    ("user_id", -3),
+)
+
+
+def traffic(generator: RideGenerator, count: int, mix: TrafficMix) -> list[Request]:
+    """``count`` requests in the proportions of ``mix`` (updates and retries reuse earlier rides)."""
+    rng = generator.rng
+    sent: list[dict[str, Any]] = []
+    out: list[Request] = []
+    for _ in range(count):
+        draw = rng.random()
+        if sent and draw < mix.updates:
+            earlier = dict(rng.choice(sent))
+            earlier["car_cancellation"] = 1
+            out.append(Request(earlier, True, "update"))
+        elif sent and draw < mix.updates + mix.retries:
+            out.append(Request(rng.choice(sent), True, "retry"))
+        elif draw < mix.updates + mix.retries + mix.invalid:
+            broken = generator.ride()
+            field_name, value = rng.choice(_BREAKAGES)
+            broken[field_name] = value
+            out.append(Request(broken, False, "invalid"))
+        else:
+            ride = generator.ride()
+            sent.append(ride)
+            out.append(Request(ride, True, "new"))
+    return out
