@@ -84,11 +84,11 @@ def _kafka_producer(bootstrap: str) -> _Producer:
         bootstrap_servers=bootstrap,
         client_id="xrides-logs",
         acks=1,
+        enable_idempotence=False,  # acks=1: a lost log line is acceptable, a blocked service is not
         linger_ms=100,
         max_block_ms=1000,  # metadata waits happen on the shipping thread, never the service's
         request_timeout_ms=5000,
         reconnect_backoff_max_ms=5000,
-        api_version_auto_timeout_ms=2000,
         retries=2,
     )
     return producer
