@@ -1,6 +1,7 @@
 """No secret in logs, metrics or error responses: after authenticated traffic (wrong keys and failed
-signatures included), every platform log under ``.stack/logs``, every platform process's
-``/metrics`` and every response body is searched for the stack's secrets and the test's own.
+signatures included), every platform log under ``.stack/logs`` and in Elasticsearch's ``logs-*``,
+every platform process's ``/metrics`` and every response body is searched for the stack's secrets
+and the test's own.
 
 A secret is searched as it is (API keys, HMAC secrets, role passwords, the S3 secret key); one too
 short to be told from ordinary words (the local owner's password is ``xrides``) is searched in the
@@ -126,6 +127,13 @@ async def test_no_secret_in_logs_metrics_or_error_responses(
             async with session.get(url) as response:
                 assert response.status == 200, name
                 problems += leaks(f"/metrics of {name}", await response.read(), wanted)
+        # Logs shipped to Elasticsearch (xrides/logs.py -> topic logs -> logs-*), where that runs.
+        es = stack_env.get("XRIDES_ES_URL", "http://127.0.0.1:19200")
+        search = {"size": 10000, "sort": [{"@timestamp": {"order": "desc", "unmapped_type": "date"}}]}
+        url = es + "/logs-*/_search?ignore_unavailable=true&allow_no_indices=true"
+        async with session.post(url, json=search) as response:
+            assert response.status == 200
+            problems += leaks("Elasticsearch logs-*", await response.read(), wanted)
     stack_dir = Path(os.environ.get("XRIDES_STACK_DIR", REPO / ".stack"))
     logs = [p for p in (stack_dir / "logs").rglob("*") if p.is_file()]
     assert {f"{p.name}.log" for p in REGISTRY} <= {p.name for p in logs}
