@@ -47,6 +47,9 @@ class LoadResult:
     timeline: list[dict[str, float]] = field(default_factory=list)
     # (intended send time as Unix seconds, request id) of every accepted request, when asked for
     accepted: list[tuple[float, str]] = field(default_factory=list)
+    # every single-ride request, when asked for: [intended Unix time, kind, booking id, status,
+    # request id or None] (the fault suite checks each acknowledged ride downstream)
+    outcomes: list[tuple[float, str, int | None, str, str | None]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,18 +81,29 @@ def send_offsets(segments: list[Segment]) -> list[float]:
     return offsets
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    body: bytes
+    valid: int  # valid rides in the body
+    booking_id: int | None = None  # single mode only
+    kind: str = "batch"
+
+
 def prepare_bodies(
     mode: str, count: int, batch_size: int, seed: int, mix: TrafficMix | None = None
-) -> list[tuple[bytes, int]]:
+) -> list[Prepared]:
     """``count`` request bodies with the number of valid rides each carries."""
     generator = RideGenerator(seed=seed, first_booking_id=seed * 10**9 + 1)
     mix = mix or TrafficMix(updates=0.0, retries=0.0, invalid=0.0)
     if mode == "single":
-        return [(orjson.dumps(r.ride), int(r.valid)) for r in traffic(generator, count, mix)]
+        return [
+            Prepared(orjson.dumps(r.ride), int(r.valid), r.ride.get("booking_id"), r.kind)
+            for r in traffic(generator, count, mix)
+        ]
     bodies = []
     for _ in range(count):
         requests = traffic(generator, batch_size, mix)
-        bodies.append((orjson.dumps([r.ride for r in requests]), sum(r.valid for r in requests)))
+        bodies.append(Prepared(orjson.dumps([r.ride for r in requests]), sum(r.valid for r in requests)))
     return bodies
 
 
@@ -104,6 +118,7 @@ async def run_load(
     seed: int | None = None,
     record_ids: bool = False,
     segments: list[Segment] | None = None,
+    record_outcomes: bool = False,
     mix: TrafficMix | None = None,
 ) -> LoadResult:
     segments = segments or [(seconds, rate)]
@@ -125,22 +140,27 @@ async def run_load(
         start = time.perf_counter() + 0.2
         result.started_at = start + wall_offset
 
-        async def one(body: bytes, valid: int, intended: float) -> None:
+        async def one(prepared: Prepared, intended: float) -> None:
             accepted_rides = 0
+            valid = prepared.valid
+            request_id: str | None = None
             try:
-                async with session.post(url, data=body) as response:
+                async with session.post(url, data=prepared.body) as response:
                     payload = await response.read()
                     status = str(response.status)
                     if mode == "single":
                         accepted_rides = int(response.status == 202)
-                        if record_ids and accepted_rides:
-                            result.accepted.append(
-                                (intended + wall_offset, orjson.loads(payload)["request_id"])
-                            )
+                        if accepted_rides and (record_ids or record_outcomes):
+                            request_id = orjson.loads(payload)["request_id"]
+                        if record_ids and request_id:
+                            result.accepted.append((intended + wall_offset, request_id))
                     elif response.status in (202, 207):
                         accepted_rides = int(orjson.loads(payload)["accepted"])
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = type(exc).__name__
+            if record_outcomes:
+                outcome = (intended + wall_offset, prepared.kind, prepared.booking_id, status, request_id)
+                result.outcomes.append(outcome)
             latency = time.perf_counter() - intended
             second = int(intended - start)
             latencies.append(latency)
@@ -152,14 +172,14 @@ async def run_load(
                 per_second_bad[second] += 1
 
         tasks = []
-        for (body, valid), offset in zip(bodies, offsets, strict=True):
+        for prepared, offset in zip(bodies, offsets, strict=True):
             intended = start + offset
             delay = intended - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif delay < -0.005:
                 result.late_starts += 1
-            tasks.append(asyncio.create_task(one(body, valid, intended)))
+            tasks.append(asyncio.create_task(one(prepared, intended)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     result.sent = len(offsets)
@@ -207,6 +227,7 @@ def main() -> int:
     parser.add_argument("--invalid", type=float, default=0.0, help="share of invalid rides")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--record-ids", action="store_true", help="keep accepted request ids")
+    parser.add_argument("--record-outcomes", action="store_true", help="keep every request's answer")
     parser.add_argument("--out", type=Path, help="write the full result (timeline, ids) here")
     args = parser.parse_args()
     segments = args.segments
@@ -225,13 +246,14 @@ def main() -> int:
             record_ids=args.record_ids,
             segments=segments,
             mix=TrafficMix(args.updates, args.retries, args.invalid),
+            record_outcomes=args.record_outcomes,
         )
     )
     full = result.as_dict()
     if args.out:
         args.out.write_bytes(orjson.dumps(full))
-    full.pop("accepted")
-    full.pop("timeline")
+    for bulky in ("accepted", "timeline", "outcomes"):
+        full.pop(bulky)
     print(orjson.dumps(full, option=orjson.OPT_INDENT_2).decode())
     return 0 if result.unexpected == 0 else 1
 

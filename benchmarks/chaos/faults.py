@@ -1,0 +1,68 @@
+"""Faults injected into the running local stack: SIGKILL and restart, a paused process.
+
+Every part runs in its own session (the launcher's ``start_new_session``), so its process group is
+its pid: SIGKILL to the group takes children with it (the Flink job's JVM, Elasticsearch's
+controller), as a machine losing the process would. Restarts go through the launcher's own
+``up --only``, the same path an operator (or ``make up``) takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pid_of(run_dir: Path, name: str) -> int | None:
+    try:
+        pid = int((run_dir / f"{name}.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def kill(run_dir: Path, name: str) -> int:
+    """SIGKILL the part's whole process group; the pid that was killed."""
+    pid = pid_of(run_dir, name)
+    if pid is None:
+        raise RuntimeError(f"{name} is not running: nothing to kill")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+def pause(run_dir: Path, name: str, resume: bool = False) -> None:
+    """SIGSTOP (or SIGCONT) the part's process group: a stall, not a crash (connections stay open)."""
+    pid = pid_of(run_dir, name)
+    if pid is None:
+        raise RuntimeError(f"{name} is not running: nothing to pause")
+    os.killpg(pid, signal.SIGCONT if resume else signal.SIGSTOP)
+
+
+async def restart(names: list[str], env: dict[str, str]) -> None:
+    """``python -m deploy.stack up --only <names>``: starts what is not healthy, waits for health."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.stack", "up", "--only", ",".join(names),
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"restart of {names} failed: {out.decode()[-1500:]}")
+
+
+async def heal(env: dict[str, str]) -> list[str]:
+    """Bring every part back (``up``); the names that were not healthy before."""
+    status = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.stack", "status", cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await status.communicate()
+    rows = [line.split() for line in out.decode().splitlines() if len(line.split()) >= 4]
+    unhealthy = [row[0] for row in rows if row[3] != "healthy"]
+    if unhealthy:
+        await restart(unhealthy, env)
+    return unhealthy
