@@ -8,12 +8,13 @@ STACK := $(PY) -m deploy.stack
 # Every tool, test and benchmark reads the stack's connection settings from this one file.
 WITH_ENV := set -a; [ -f .stack/env ] && source .stack/env; set +a;
 
-.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview bench bench-quick
+.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview bench bench-quick chaos
 
 help:
 	@echo "make run     install, start the local stack and the platform, stream demo rides"
 	@echo "make test    install, start the stack, run unit + integration tests and lint"
 	@echo "make bench  the benchmark harness against the running stack (~30 min; BENCHMARKS.md)"
+	@echo "make chaos  the fault suite: every part killed under load, nothing lost (~35 min)"
 	@echo "make up | down | status | lint | fmt | test-unit | test-integration | dashboards-preview | bench-quick"
 
 # The venv is rebuilt only when the lock file changes (the stamp records the last sync).
@@ -63,6 +64,11 @@ bench: up
 
 bench-quick: up
 	$(WITH_ENV) $(VPY) -m benchmarks.harness --quick --results .stack/bench --markdown .stack/bench/BENCHMARKS.md --plots .stack/bench
+
+# The fault suite (benchmarks/chaos): SIGKILL/restart of every part under load, ~35 minutes;
+# writes benchmarks/results/chaos-latest.json and the table in docs/reliability.md.
+chaos: up
+	$(WITH_ENV) $(VPY) -m benchmarks.chaos
 
 # PNGs of the Kibana charts in docs/img/ (docs/dashboards.md): the panels' own Elasticsearch
 # requests over synthetic rides loaded under preview-* names, drawn with matplotlib.
