@@ -172,6 +172,12 @@ class KafkaLogHandler(logging.Handler):
         self._closing.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(5)
+        while True:  # what an unreachable broker kept us from sending is counted, not forgotten
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+            self._drop("shutdown")
         super().close()
 
 
