@@ -73,7 +73,6 @@ def stack_variables(api_key: str, pg_passwords: Mapping[str, str]) -> dict[str, 
     return {
         "XRIDES_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,
         "XRIDES_LOG_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,  # logs to Kafka (xrides/logs.py)
-        "XRIDES_LOG_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,  # logs to Kafka (xrides/logs.py)
         "XRIDES_PG_DSN": settings.PG_DSN,
         "XRIDES_ES_URL": settings.ES_URL,
         "XRIDES_S3_ENDPOINT": settings.S3_ENDPOINT,

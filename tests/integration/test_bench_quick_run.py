@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def quick_run(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def quick_run(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.harness", "--quick", "--results", str(out),
@@ -33,7 +36,7 @@ def quick_run(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     return orjson.loads((out / "latest.json").read_bytes()), out
 
 
-def test_latest_has_every_headline_number(quick_run: tuple[dict, Path]) -> None:
+def test_latest_has_every_headline_number(quick_run: tuple[dict[str, Any], Path]) -> None:
     results, out = quick_run
     for key, _ in report.HEADLINE:
         assert key in results, key
@@ -48,7 +51,7 @@ def test_latest_has_every_headline_number(quick_run: tuple[dict, Path]) -> None:
     assert (out / "bench-burst-timeline.png").stat().st_size > 10_000
 
 
-def test_scenarios_account_for_every_request(quick_run: tuple[dict, Path]) -> None:
+def test_scenarios_account_for_every_request(quick_run: tuple[dict[str, Any], Path]) -> None:
     results, _ = quick_run
     assert [s["name"] for s in results["scenarios"]] == ["steady", "burst-100x"]
     for scenario in results["scenarios"]:
@@ -70,7 +73,7 @@ def test_scenarios_account_for_every_request(quick_run: tuple[dict, Path]) -> No
     assert max(p["sent"] for p in burst) >= 5 * min(p["sent"] for p in burst)  # the burst is in the timeline
 
 
-def test_sweep_headline_is_its_best_passing_step(quick_run: tuple[dict, Path]) -> None:
+def test_sweep_headline_is_its_best_passing_step(quick_run: tuple[dict[str, Any], Path]) -> None:
     results, _ = quick_run
     steps = results["max_sustainable"]["steps"]
     passing = [s for s in steps if s["passed"]]

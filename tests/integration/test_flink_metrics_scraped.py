@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 import urllib.request
+from typing import Any
 
 import orjson
 import pytest
@@ -21,10 +22,11 @@ SERIES = (
 )
 
 
-def query(base: str, promql: str) -> list[dict]:
+def query(base: str, promql: str) -> list[dict[str, Any]]:
     url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
     with urllib.request.urlopen(url, timeout=10) as response:
-        return orjson.loads(response.read())["data"]["result"]
+        result: list[dict[str, Any]] = orjson.loads(response.read())["data"]["result"]
+    return result
 
 
 def test_prometheus_has_the_flink_jobs_series(stack_env: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ import itertools
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_summarise_mean_and_peak_cpu() -> None:
     )
 
 
-def _results() -> dict:
+def _results() -> dict[str, Any]:
     scenario = {
         "name": "burst-100x",
         "description": "d",

@@ -42,7 +42,6 @@ from deploy.stack.topics import wanted_topics
 EXPECTED_VARIABLES = [
     "XRIDES_KAFKA_BOOTSTRAP",
     "XRIDES_LOG_KAFKA_BOOTSTRAP",
-    "XRIDES_LOG_KAFKA_BOOTSTRAP",
     "XRIDES_PG_DSN",
     "XRIDES_ES_URL",
     "XRIDES_S3_ENDPOINT",
