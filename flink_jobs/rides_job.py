@@ -18,6 +18,7 @@ Locally the job runs on Flink's mini cluster inside this process; in compose it 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,22 @@ def metrics_config(settings: StreamSettings) -> dict[str, str]:
     }
 
 
+def embedded_python_path() -> None:
+    """Let the interpreter PEMJA embeds in the JVM (thread mode) import what this process can.
+
+    It starts from the base installation, not this virtualenv, so it would find neither PyFlink's
+    own ``pemja`` module nor this project. The JVM inherits ``PYTHONPATH`` from this process when
+    the gateway starts, so it is set before the first PyFlink call.
+    """
+    paths = [p for p in sys.path if p and Path(p).is_dir()]
+    current = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, current.split(os.pathsep))])
+
+
 def build(settings: StreamSettings) -> Any:
     """The job graph (PyFlink is imported here: it starts a JVM gateway)."""
+    if settings.python_execution_mode == "thread":
+        embedded_python_path()
     from pyflink.common import Configuration, Duration, Time, Types, WatermarkStrategy  # noqa: PLC0415
     from pyflink.common.serialization import SimpleStringSchema  # noqa: PLC0415
     from pyflink.common.watermark_strategy import TimestampAssigner  # noqa: PLC0415
@@ -93,6 +108,7 @@ def build(settings: StreamSettings) -> Any:
         conf.set_string(key, value)
     conf.set_string("python.fn-execution.bundle.size", str(settings.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
+    conf.set_string("python.execution-mode", settings.python_execution_mode)
     conf.set_string("taskmanager.memory.process.size", "768m")
     conf.set_string("execution.checkpointing.dir", Path(settings.flink_state_dir).resolve().as_uri())
     if settings.flink_remote:  # submit to a Flink cluster (compose) instead of the mini cluster
