@@ -46,6 +46,14 @@ GENERATED_SECRETS = {
     "xrides-pg-app": {"uri", "username", "password", "host", "port", "dbname"},
     "xrides-es-elastic-user": {"elastic"},
 }
+# The PostgreSQL role each container logs in as (persister/migrations/0004_roles.sql); `migrate`
+# runs as the owner (the operator's generated xrides-pg-app).
+PG_ROLE_SECRETS = {
+    "persister": "xrides-pg-writer",
+    "api": "xrides-pg-reader",
+    "reconcile": "xrides-pg-reader",
+    "archiver": "xrides-pg-archiver",
+}
 # Packages whose settings the XRIDES_* variables of a container are checked against.
 SETTINGS_PACKAGES = ("ingest_service", "persister", "flink_jobs", "query_dsl", "archiver")
 
@@ -522,7 +530,9 @@ def test_addresses_name_the_operators_services(objects: list[Doc]) -> None:
                 assert parts.scheme == "http", "ECK's HTTP TLS is off (the clients take no CA yet)"
             if "XRIDES_PG_DSN" in env:
                 ref = env["XRIDES_PG_DSN"]["valueFrom"]["secretKeyRef"]
-                assert (ref["name"], ref["key"]) == (f"{pg_name}-app", "uri"), _where(doc, container)
+                # the owner's DSN only where migrations run; every process logs in as its own role
+                wanted = PG_ROLE_SECRETS.get(container["name"], f"{pg_name}-app")
+                assert (ref["name"], ref["key"]) == (wanted, "uri"), _where(doc, container)
 
 
 # --- the stateful services ----------------------------------------------------------------------
