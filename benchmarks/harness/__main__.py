@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from benchmarks.harness import limits, report
 from benchmarks.harness.scenarios import (
     REPO,
@@ -40,6 +42,7 @@ class Profile:
     scenarios: tuple[LoadScenario, ...]
     sweep_rates: tuple[float, ...]
     sweep_seconds: float
+    ack_path_rates: tuple[float, ...]
     batch_rates: tuple[float, ...]
     batch_seconds: float
     batch_size: int
@@ -65,6 +68,7 @@ FULL = Profile(
     ),
     sweep_rates=(100, 200, 300, 400, 500, 750, 1000, 1500, 2000, 2500, 3000),
     sweep_seconds=15,
+    ack_path_rates=(250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500, 3000),
     batch_rates=(2, 5, 10, 15, 20, 25, 30),
     batch_seconds=10,
     batch_size=1000,
@@ -81,6 +85,7 @@ QUICK = Profile(
     ),
     sweep_rates=(20, 50),
     sweep_seconds=4,
+    ack_path_rates=(50,),
     batch_rates=(1, 2),
     batch_seconds=3,
     batch_size=200,
@@ -90,7 +95,14 @@ QUICK = Profile(
     drain_timeout_s=180,
 )
 
-PARTS = ("limits", "scenarios", "sweep", "batch")
+PARTS = ("limits", "scenarios", "sweep", "sweep-ack-path", "batch")
+PART_KEYS = {
+    "limits": "limits",
+    "scenarios": "scenarios",
+    "sweep": "max_sustainable",
+    "sweep-ack-path": "max_sustainable_ack_path",
+    "batch": "batch",
+}
 
 
 async def run(profile: Profile, parts: set[str], ctx: Context) -> dict[str, Any]:
@@ -134,6 +146,13 @@ async def run(profile: Profile, parts: set[str], ctx: Context) -> dict[str, Any]
         results["max_sustainable"] = await max_sustainable(
             ctx, profile.sweep_rates, profile.sweep_seconds, 25.0
         )
+    if "sweep-ack-path" in parts:
+        print(
+            "maximum sustainable single-ride rate of the API and Kafka alone (consumers paused)", flush=True
+        )
+        results["max_sustainable_ack_path"] = await max_sustainable(
+            ctx, profile.ack_path_rates, profile.sweep_seconds, 25.0, ack_path_only=True
+        )
     if "batch" in parts:
         print("batch endpoint throughput", flush=True)
         results["batch"] = await batch_throughput(
@@ -160,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--plots", type=Path, default=REPO / "docs" / "img")
+    parser.add_argument(
+        "--merge", action="store_true", help="re-run only --only's parts and keep the rest of latest.json"
+    )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if unknown := parts - set(PARTS):
@@ -168,6 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(env=environ(), run_dir=REPO / ".stack" / "run", drain_timeout_s=profile.drain_timeout_s)
     results = asyncio.run(run(profile, parts, ctx))
     results["profile"] = "quick" if args.quick else "full"
+    if args.merge:  # the earlier run's other parts, with the commits each part was measured at
+        earlier = orjson.loads((args.results / "latest.json").read_bytes())
+        commits = earlier.get("part_commits") or dict.fromkeys(PART_KEYS, earlier["git_commit"])
+        for part, key in PART_KEYS.items():
+            if part in parts:
+                commits[part] = results["git_commit"]
+            elif key in earlier:
+                results[key] = earlier[key]
+        results["part_commits"] = commits
+        results["merged_into"] = earlier["started_at_utc"]
+        results.update(report.headline(results, "burst-100x"))
     path = report.write(results, args.results)
     args.markdown.write_text(report.markdown(results))
     written = report.plots(results, args.plots, "burst-100x")

@@ -11,6 +11,11 @@ import orjson
 HEADLINE = (
     ("max_sustainable_single_rps", "Max sustainable single-ride POST rate (rides/s)"),
     ("single_p99_ms", "p99 ack latency at that rate (ms)"),
+    (
+        "max_sustainable_single_rps_ack_path_only",
+        "... with the consumers paused: API + Kafka alone (rides/s)",
+    ),
+    ("single_p99_ms_ack_path_only", "p99 ack latency at that rate (ms)"),
     ("batch_rides_per_s", "Batch endpoint (rides/s acknowledged)"),
     ("e2e_postgres_p99_ms", "POST -> stored in PostgreSQL, p99 (ms)"),
     ("e2e_elasticsearch_p99_ms", "POST -> searchable in Elasticsearch, p99 (ms)"),
@@ -41,6 +46,9 @@ def headline(results: dict[str, Any], e2e_scenario: str) -> dict[str, Any]:
         "postgres_copy_limit_rps": (limits.get("postgres") or {}).get("rows_per_s"),
         "elasticsearch_bulk_limit_dps": (limits.get("elasticsearch") or {}).get("docs_per_s"),
     }
+    ack_path = results.get("max_sustainable_ack_path") or {}
+    top["max_sustainable_single_rps_ack_path_only"] = ack_path.get("max_sustainable_rps")
+    top["single_p99_ms_ack_path_only"] = ack_path.get("p99_ms_at_max")
     top["ratios"] = {
         "single_to_kafka_limit": _ratio(top["max_sustainable_single_rps"], top["kafka_producer_limit_rps"]),
         "batch_to_kafka_limit": _ratio(top["batch_rides_per_s"], top["kafka_producer_limit_rps"]),
@@ -86,6 +94,32 @@ def _triple(figures: dict[str, Any], *keys: str) -> str:
     return " / ".join(_fmt(figures.get(k)) for k in keys)
 
 
+def _sweep_table(sweep: dict[str, Any], title: str) -> list[str]:
+    if not sweep.get("steps"):
+        return []
+    lines = [
+        "",
+        f"## {title} ({sweep['criterion']})",
+        "",
+        _row(
+            "Offered/s", "Achieved/s", "Ack p50 / p99 / p99.9 ms", "Stored p99 ms", "Unexpected", "API CPU %"
+        ),
+        _row(*["---"] * 6),
+    ]
+    for step in sweep["steps"]:
+        lines.append(
+            _row(
+                _fmt(step["offered_rps"]),
+                _fmt(step["achieved_rps"]),
+                _triple(step["ack_latency_ms"], "p50", "p99", "p99.9"),
+                _fmt(step["e2e_postgres_ms"].get("p99")),
+                step["unexpected_answers"],
+                _fmt(step["cpu_percent"].get("api")),
+            )
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks",
@@ -129,33 +163,11 @@ def markdown(results: dict[str, Any]) -> str:
                 _fmt(s["catch_up_seconds_after_load"]),
             )
         )
-    sweep = results.get("max_sustainable") or {}
-    if sweep.get("steps"):
-        lines += [
-            "",
-            f"## Single-ride rate sweep ({sweep['criterion']})",
-            "",
-            _row(
-                "Offered/s",
-                "Achieved/s",
-                "Ack p50 / p99 / p99.9 ms",
-                "Stored p99 ms",
-                "Unexpected",
-                "API CPU %",
-            ),
-            _row(*["---"] * 6),
-        ]
-        for step in sweep["steps"]:
-            lines.append(
-                _row(
-                    _fmt(step["offered_rps"]),
-                    _fmt(step["achieved_rps"]),
-                    _triple(step["ack_latency_ms"], "p50", "p99", "p99.9"),
-                    _fmt(step["e2e_postgres_ms"].get("p99")),
-                    step["unexpected_answers"],
-                    _fmt(step["cpu_percent"].get("api")),
-                )
-            )
+    for key, title in (
+        ("max_sustainable", "Single-ride rate sweep"),
+        ("max_sustainable_ack_path", "Ack path alone"),
+    ):
+        lines += _sweep_table(results.get(key) or {}, title)
     batch = results.get("batch") or {}
     if batch.get("steps"):
         lines += [

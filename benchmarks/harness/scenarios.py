@@ -24,6 +24,7 @@ import orjson
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from benchmarks.chaos.faults import pause
 from benchmarks.harness.observe import LagProbe, LagSeries, Probes, sample_lag, stored_latencies, wait_drained
 from benchmarks.harness.procstat import Sampler
 from loadgen.openloop import Segment, latency_summary
@@ -138,23 +139,37 @@ async def run_load_scenario(ctx: Context, scenario: LoadScenario) -> dict[str, A
     }
 
 
+CONSUMERS = ("persister", "flink-job", "es-indexer")
+
+
 async def max_sustainable(
-    ctx: Context, rates: tuple[float, ...], seconds: float, p99_ms: float
+    ctx: Context, rates: tuple[float, ...], seconds: float, p99_ms: float, ack_path_only: bool = False
 ) -> dict[str, Any]:
     """Raise the single-ride rate step by step; the highest with p99 under ``p99_ms`` and no errors.
 
     Between steps the persister's lag must return to zero, so one step's backlog does not tax the
     next (the stream side runs at a lower priority and may lag; it is reported, not waited for).
+
+    ``ack_path_only``: the consumers (persister, Flink job, indexer) are paused (SIGSTOP) during
+    each step and resumed after it, so the step measures what the API and Kafka alone sustain on
+    these cores, as when the ingest tier runs on its own nodes; the consumers catch up afterwards.
     """
     steps = []
     best: dict[str, Any] | None = None
     lag_probe = LagProbe(ctx.env["XRIDES_KAFKA_BOOTSTRAP"])
+    paused = CONSUMERS if ack_path_only else ()
     try:
         for rate in rates:
+            for name in paused:
+                pause(ctx.run_dir, name)
             sampler = Sampler(ctx.run_dir)
             sampler.start()
-            load = await run_loadgen(ctx, ((seconds, rate),), extra=(), sampler=sampler)
-            processes = sampler.stop()
+            try:
+                load = await run_loadgen(ctx, ((seconds, rate),), extra=(), sampler=sampler)
+            finally:
+                processes = sampler.stop()
+                for name in paused:
+                    pause(ctx.run_dir, name, resume=True)
             stored = await stored_latencies(ctx.env["XRIDES_PG_DSN"], [tuple(a) for a in load["accepted"]])
             step = {
                 **ack_figures(load),
@@ -176,7 +191,8 @@ async def max_sustainable(
     finally:
         lag_probe.close()
     return {
-        "criterion": f"p99 ack <= {p99_ms:g} ms and no unexpected answer, {seconds:g} s per step",
+        "criterion": f"p99 ack <= {p99_ms:g} ms and no unexpected answer, {seconds:g} s per step"
+        + (", consumers paused during each step" if ack_path_only else ""),
         "max_sustainable_rps": best["offered_rps"] if best else 0.0,
         "p99_ms_at_max": best["ack_latency_ms"]["p99"] if best else None,
         "steps": steps,
