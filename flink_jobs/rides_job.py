@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,41 @@ def embedded_python_path() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, current.split(os.pathsep))])
 
 
+def latest_checkpoint(state_dir: Path) -> Path | None:
+    """The newest completed checkpoint under ``state_dir`` (``<job id>/chk-<n>/_metadata``).
+
+    ``_metadata`` is written last, when a checkpoint completes, so a directory without it (a
+    checkpoint cut off by a crash) is never chosen.
+    """
+    completed = [meta.parent for meta in state_dir.glob("*/chk-*/_metadata")]
+    return max(completed, key=lambda chk: (chk / "_metadata").stat().st_mtime, default=None)
+
+
+def checkpoint_dir(settings: StreamSettings) -> Path:
+    """Checkpoints per consumer group: a job started under another group id (a full replay, a
+    test's job beside the platform's) never resumes from this one's state."""
+    return (Path(settings.flink_state_dir) / settings.flink_group_id).resolve()
+
+
+def restore_point(settings: StreamSettings) -> Path | None:
+    """Where this start resumes from (``XRIDES_FLINK_RESTORE``), pruning older jobs' checkpoints.
+
+    ``latest``: the newest retained checkpoint of the mini cluster's earlier runs; ``none``: the
+    committed Kafka offsets only (state rebuilt from the replay); anything else: a checkpoint path.
+    A remote cluster restores through its own tooling (``flink run -s``), so nothing is chosen here.
+    """
+    if settings.flink_remote or settings.flink_restore == "none":
+        return None
+    if settings.flink_restore != "latest":
+        return Path(settings.flink_restore).resolve()
+    state_dir = checkpoint_dir(settings)
+    chosen = latest_checkpoint(state_dir)
+    for job_dir in state_dir.glob("*"):  # full (hash-map) checkpoints: older jobs' are not needed
+        if job_dir.is_dir() and (chosen is None or job_dir != chosen.parent):
+            shutil.rmtree(job_dir, ignore_errors=True)
+    return chosen
+
+
 def build(settings: StreamSettings) -> Any:
     """The job graph (PyFlink is imported here: it starts a JVM gateway)."""
     if settings.python_execution_mode == "thread":
@@ -110,7 +146,16 @@ def build(settings: StreamSettings) -> Any:
     conf.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
     conf.set_string("python.execution-mode", settings.python_execution_mode)
     conf.set_string("taskmanager.memory.process.size", "768m")
-    conf.set_string("execution.checkpointing.dir", Path(settings.flink_state_dir).resolve().as_uri())
+    conf.set_string("execution.checkpointing.dir", checkpoint_dir(settings).as_uri())
+    # Completed checkpoints outlive the job (a SIGKILL leaves them), and the next start resumes
+    # from the newest: keyed state and Kafka positions as of that checkpoint.
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    restore = restore_point(settings)
+    if restore is not None:
+        conf.set_string("execution.state-recovery.path", restore.as_uri())
+        # an operator added since (or a renamed one) starts empty instead of failing the start
+        conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
+        log.info("restoring from checkpoint", extra={"flink.checkpoint": str(restore)})
     if settings.flink_remote:  # submit to a Flink cluster (compose) instead of the mini cluster
         host, _, port = settings.flink_remote.partition(":")
         conf.set_string("execution.target", "remote")
@@ -206,9 +251,12 @@ def build(settings: StreamSettings) -> Any:
 
     rides = (
         env.from_source(source, WatermarkStrategy.no_watermarks(), "rides")
+        .uid("rides-source")
         .map(booking_key, output_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
+        .uid("booking-key")
         .key_by(lambda pair: pair[0], key_type=Types.STRING())
         .process(Plan(), output_type=Types.STRING())
+        .uid("plan")
     )
     # Event time starts here, not at the source: only accepted ride versions carry a booking time.
     windows = (
@@ -223,6 +271,7 @@ def build(settings: StreamSettings) -> Any:
         .allowed_lateness(settings.demand_lateness_s * 1000)
         .side_output_late_data(late_tag)
         .process(Demand(), output_type=Types.STRING())
+        .uid("demand-windows")
     )
     late = windows.get_side_output(late_tag).map(
         lambda event: encode(late_action(DemandEvent.from_tuple(event))), output_type=Types.STRING()
@@ -243,7 +292,9 @@ def build(settings: StreamSettings) -> Any:
         )
         logs_prefix = settings.es_logs_prefix
         outputs.append(
-            env.from_source(logs_source, WatermarkStrategy.no_watermarks(), "logs").map(
+            env.from_source(logs_source, WatermarkStrategy.no_watermarks(), "logs")
+            .uid("logs-source")
+            .map(
                 lambda raw: encode(log_action(raw.encode("latin-1"), logs_prefix)), output_type=Types.STRING()
             )
         )

@@ -34,6 +34,7 @@ class StreamSettings:
     python_execution_mode: str = "thread"
     flink_jars_dir: str = ".stack/downloads/flink-jars/lib"
     flink_state_dir: str = ".stack/flink"
+    flink_restore: str = "latest"  # "latest" retained checkpoint, "none", or a checkpoint path
     indexer_batch_max: int = 2000
     indexer_wait_ms: int = 100
     indexer_metrics_port: int = 9103

@@ -128,6 +128,11 @@ def markdown(results: dict[str, Any]) -> str:
         "`benchmarks/results/latest.json`. Measured on the machine in `machine`, with the whole local",
         "stack running on it (the load generator too), at commit "
         f"`{results['git_commit']}` on {results['started_at_utc']}.",
+        *(
+            [f"Parts merged from earlier runs (`--merge`), measured at: `{results['part_commits']}`."]
+            if results.get("part_commits")
+            else []
+        ),
         "",
         "| Figure | Value |",
         "|---|---|",

@@ -143,15 +143,24 @@ def test_rides_flow_enriched_versioned_and_survive_a_killed_job(stream: Stream) 
     assert docs["5"]["hour_of_day"] == 10
     assert docs["5"]["booking_channel"] == "offline"
 
-    # SIGKILL the job; what it had not checkpointed is replayed after the restart.
+    # SIGKILL the job after a checkpoint covered everything; what came after is replayed, and the
+    # keyed state (where each booking is indexed) comes back from the retained checkpoint.
+    stream.caught_up(stream.env["XRIDES_FLINK_GROUP_ID"], stream.rides_topic)
     assert job.proc is not None
     job.proc.send_signal(signal.SIGKILL)
     job.proc.wait()
     for booking in range(42, 62):
         stream.send(300, booking_id=booking, from_date="1/20/2013 08:00")
-    stream.start("job")
-    docs = stream.wait_for(lambda d: len(d) >= 60)
+    # booking 10 was indexed on 2013.01.11 before the kill; moving it now needs the restored state
+    stream.send(400, booking_id=10, from_date="1/26/2013 10:00")
+    restarted = stream.start("job")
+    docs = stream.wait_for(lambda d: len(d) >= 60 and d.get("10", {}).get("_index", "").endswith("01.26"))
     assert len(docs) == 60
+    assert "restoring from checkpoint" in restarted.log_path.read_text(errors="replace")
+    stream.caught_up(stream.env["XRIDES_FLINK_GROUP_ID"], stream.rides_topic)
+    stream.caught_up(stream.env["XRIDES_INDEXER_GROUP_ID"], stream.env["XRIDES_ACTIONS_TOPIC"])
+    moved = stream.es.search(index=f"{stream.prefix}*", query={"ids": {"values": ["10"]}})["hits"]["hits"]
+    assert [hit["_index"] for hit in moved] == [f"{stream.prefix}2013.01.26"], "the pre-kill copy was left"
 
     # Replaying the whole topic (a new consumer group reads from the start) changes nothing.
     replay_group = f"{stream.env['XRIDES_FLINK_GROUP_ID']}-replay"
