@@ -112,6 +112,7 @@ class RideConsumer:
         self.revoked: set[int] = set()
         self.stopping = asyncio.Event()
         self._lock = threading.Lock()
+        self._unmirrored: dict[int, int] = {}  # offsets stored in PostgreSQL, not yet in Kafka
         self.loop = asyncio.get_running_loop()
         s = settings
         self.consumer = KafkaConsumer(
@@ -141,6 +142,8 @@ class RideConsumer:
         """Poll a batch and decode it (runs in a worker thread, overlapping the previous write)."""
         with self._lock:
             records = self._collect()
+            if not records and self._unmirrored:  # idle: retry a Kafka offset commit that failed
+                self._commit_kafka({})
         # A rebalance inside one collection can hand back a partition and replay some of its
         # records: keep one message per position.
         unique = {(r.partition, r.offset): r for r in records}
@@ -169,12 +172,29 @@ class RideConsumer:
         return records
 
     def _commit_kafka(self, next_offsets: dict[int, int]) -> None:
+        """Mirror PostgreSQL's committed offsets into Kafka's group offsets (for lag tools).
+
+        PostgreSQL holds the truth (a restarted persister seeks to its stored offsets), so a failed
+        commit here only delays what lag tools see. It is kept and retried with the next batch or
+        the next idle poll, so a partition that goes quiet right after a broker restart does not
+        show a stale lag forever. Offsets of partitions no longer assigned are dropped, never
+        committed over their new owner's.
+        """
         topic = self.settings.rides_topic
-        offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
+        for partition, offset in next_offsets.items():
+            self._unmirrored[partition] = max(offset, self._unmirrored.get(partition, 0))
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        pending = {p: o for p, o in self._unmirrored.items() if p in owned}
+        self._unmirrored = pending
+        if not pending:
+            return
+        offsets = {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in pending.items()}
         try:
             self.consumer.commit(offsets)
-        except Exception as exc:  # PostgreSQL holds the truth; a failed Kafka commit only delays lag tools
-            log.warning("kafka offset commit failed", extra={"error.message": str(exc)[:200]})
+        except Exception as exc:
+            log.warning("kafka offset commit failed; retried later", extra={"error.message": str(exc)[:200]})
+            return
+        self._unmirrored = {}
 
     def _update_lag(self, next_offsets: dict[int, int]) -> None:
         topic = self.settings.rides_topic

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from benchmarks.chaos import faults, verify
-from benchmarks.harness.observe import LagProbe, LagSeries, wait_drained
+from benchmarks.harness.observe import LagProbe, LagSeries, sample_lag, wait_drained
 from benchmarks.harness.scenarios import REPO, git_commit
 
 
@@ -74,9 +74,13 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
     run_dir = REPO / ".stack" / "run"
     healed = await faults.heal(env)
     lag_probe = LagProbe(env["XRIDES_KAFKA_BOOTSTRAP"])
-    lag = LagSeries()
+    sampler_probe = LagProbe(env["XRIDES_KAFKA_BOOTSTRAP"])
+    lag, during = LagSeries(), LagSeries()
+    sampling = asyncio.Event()
+    sampler: asyncio.Task[None] | None = None
     try:
         await wait_drained(lag_probe, lag, timing.recover_within)  # start from a quiet pipeline
+        sampler = asyncio.create_task(sample_lag(sampler_probe, during, sampling, interval=0.5))
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             load = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "loadgen.openloop",
@@ -86,6 +90,7 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
             )  # fmt: skip
             await asyncio.sleep(timing.fault_at)
             struck = time.monotonic()
+            struck_wall = time.time()
             for target in scenario.targets:
                 if scenario.action == "pause":
                     faults.pause(run_dir, target)
@@ -93,6 +98,7 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
                     faults.kill(run_dir, target)
             await asyncio.sleep(timing.down_for)
             restarting = time.monotonic()
+            restarting_wall = time.time()
             if scenario.action == "pause":
                 for target in scenario.targets:
                     faults.pause(run_dir, target, resume=True)
@@ -102,12 +108,30 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
             _, stderr = await load.communicate()
             if load.returncode not in (0, 1):
                 raise RuntimeError(f"load generator failed: {stderr.decode()[-800:]}")
+            load_ended = time.time()
             caught_up = await wait_drained(lag_probe, lag, timing.recover_within)
-            recovered = time.monotonic()
             out.seek(0)
             outcomes = [tuple(o) for o in orjson.loads(out.read())["outcomes"]]
     finally:
+        sampling.set()
+        if sampler is not None:
+            await sampler
         lag_probe.close()
+        sampler_probe.close()
+    # Recovered: the part is back (the restart returned healthy) and every consumer group is within
+    # two seconds of traffic of the head again, while the load still runs.
+    threshold = 2 * timing.rate
+    back = next(
+        (
+            sample["at"]
+            for sample in during.samples
+            if sample["at"] >= restarting_wall + (restarted - restarting)
+            and all(sample[name] <= threshold for name in ("persister", "flink-job", "es-indexer"))
+        ),
+        None,
+    )
+    if back is None and caught_up is not None:  # only once the load had ended
+        back = load_ended + caught_up
     expected, without_receipt = await verify.expected_versions(env["XRIDES_PG_DSN"], outcomes)
     postgres = await verify.check_postgres(env["XRIDES_PG_DSN"], expected)
     elastic = await verify.check_elasticsearch(
@@ -131,7 +155,11 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
         "tracking": tracking,
         "down_seconds": round(restarting - struck, 1),
         "restart_seconds": round(restarted - restarting, 1),
-        "time_to_recover_s": round(recovered - restarting, 1) if caught_up is not None else None,
+        # from the end of the fault (restart issued, or SIGCONT) until healthy and caught up
+        "time_to_recover_s": round(back - restarting_wall, 1) if back is not None else None,
+        "caught_up_after_load_s": caught_up,
+        "peak_lag_during": during.peak(),
+        "fault_at_unix": round(struck_wall, 1),
         "unhealthy_before": healed,
         "lost_examples": postgres["lost_examples"],
     }
@@ -140,16 +168,20 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
 def table(results: dict[str, Any]) -> str:
     head = (
         "| Scenario | Sent | Acknowledged | Refused | Hung | Stored | Duplicated | Lost | Older version won |"
-        " In Elasticsearch (missing / duplicated) | Tracking wrong | Recovered in (s) |"
+        " In Elasticsearch (missing / duplicated) | Tracking wrong | Restart (s) | Recovered in (s) |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for s in results["scenarios"]:
         es, tracking = s["elasticsearch"], s["tracking"]
         cells = [
             s[k] for k in ("name", "sent", "acknowledged", "refused", "hung", "stored", "duplicated", "lost")
         ]
         cells += [s["wrong_version"], f"{es['indexed']} ({es['missing']} / {es['duplicated']})"]
-        cells += [f"{tracking['wrong']} of {tracking['checked']}", s["time_to_recover_s"]]
+        cells += [
+            f"{tracking['wrong']} of {tracking['checked']}",
+            s["restart_seconds"],
+            s["time_to_recover_s"],
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
