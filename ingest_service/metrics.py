@@ -23,6 +23,10 @@ PRODUCE_SECONDS = Histogram(
     "Time from send to the broker's acknowledgement of a request's messages",
     buckets=_LATENCY_BUCKETS,
 )
+PRODUCER_RESETS = Counter(
+    "xrides_api_kafka_producer_resets_total",
+    "Kafka producers replaced because a reachable broker acknowledged nothing for two delivery timeouts",
+)
 RIDES_ACCEPTED = Counter("xrides_api_rides_accepted_total", "Rides acknowledged (written to Kafka)")
 REJECTS = Counter("xrides_api_rejects_total", "Rejected requests or batch items by reason", ["reason"])
 IDEMPOTENT_REPLAYS = Counter(

@@ -9,6 +9,14 @@ broker's acknowledgement without blocking the event loop. Two rules keep the loo
 - every acknowledgement wait is bounded by ``delivery_timeout_ms`` (kafka-python fails the future)
   and by an asyncio timeout on top, so a dead broker turns into a 503 within a known time, never a
   hang and never a 202 for an unwritten ride.
+
+A producer can also wedge: when a broker dies under load, batches expire inside kafka-python's
+idempotent producer and leave gaps in its per-partition sequence numbers, which the restarted broker
+refuses for ever after (kafka-python does not bump the producer epoch as the Java client does). The
+fault suite found it: after `kill -9` of the broker and a restart, every request got 503 until the
+API was restarted. So when the broker is reachable again but nothing has been acknowledged for two
+delivery timeouts, the producer is replaced by a fresh one (a new producer id, sequences from 0).
+What the old one still held was never acknowledged to anyone, so nothing is lost by dropping it.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +33,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ingest_service.metrics import PRODUCE_SECONDS
+from ingest_service.metrics import PRODUCE_SECONDS, PRODUCER_RESETS
 from xrides.errors import BrokerUnavailable
 from xrides.request_ids import Position
 
@@ -47,12 +55,24 @@ class RideProducer:
         self._config = config
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._topics: tuple[str, ...] = ()
+        self._last_ack = time.monotonic()  # written by kafka-python's sender thread (a float store)
+        self._last_reset = 0.0
+        self._resetting: asyncio.Lock | None = None
+        self.resets = 0
+        self._discarding: set[asyncio.Task[None]] = set()
 
     async def start(self, topics: Sequence[str]) -> None:
         """Connect and learn the topics' partitions (blocking work runs in a thread)."""
         self._loop = asyncio.get_running_loop()
+        self._topics = tuple(topics)
+        self._resetting = asyncio.Lock()
+        self._producer = await self._new_producer()
+        self._last_ack = time.monotonic()
+
+    async def _new_producer(self) -> Any:
         c = self._config
-        self._producer = await asyncio.to_thread(
+        producer = await asyncio.to_thread(
             KafkaProducer,
             bootstrap_servers=c.bootstrap,
             client_id=c.client_id,
@@ -67,8 +87,42 @@ class RideProducer:
             max_block_ms=c.delivery_timeout_ms,
             reconnect_backoff_max_ms=1000,
         )
-        for topic in topics:
-            await asyncio.to_thread(self._producer.partitions_for, topic)
+        for topic in self._topics:
+            await asyncio.to_thread(producer.partitions_for, topic)
+        return producer
+
+    async def _reset_if_wedged(self, topic: str) -> None:
+        """Replace a producer that a reachable broker has not acknowledged for two delivery timeouts."""
+        window = 2 * self._config.delivery_timeout_ms / 1000
+        now = time.monotonic()
+        if now - self._last_ack < window or now - self._last_reset < window or not self.ready(topic):
+            return
+        assert self._resetting is not None
+        if self._resetting.locked():
+            return
+        async with self._resetting:
+            old = self._producer
+            self._last_reset = time.monotonic()
+            try:
+                self._producer = await self._new_producer()
+            except KafkaError as exc:
+                log.warning("kafka producer reset failed", extra={"error.message": str(exc)[:200]})
+                return
+            self._last_ack = time.monotonic()
+            self.resets += 1
+            PRODUCER_RESETS.inc()
+            log.warning("kafka producer replaced: the broker was reachable but acknowledged nothing")
+        # whatever the old one still holds was never acknowledged; close it off the request path
+        task = asyncio.create_task(self._discard(old))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    @staticmethod
+    async def _discard(producer: Any) -> None:
+        try:
+            await asyncio.to_thread(producer.close, 0)
+        except Exception as exc:  # its unsent batches fail their (already answered) requests' futures
+            log.info("old kafka producer closed with an error", extra={"error.message": str(exc)[:200]})
 
     def ready(self, topic: str) -> bool:
         """Non-blocking: do we know the topic's partitions, and is a connection to a broker up?"""
@@ -91,7 +145,7 @@ class RideProducer:
         if producer is None or loop is None or producer._metadata.partitions_for_topic(topic) is None:
             raise BrokerUnavailable("Kafka is not reachable; the rides were not accepted", retry_after_s=2)
         started = time.perf_counter()
-        tracker = _Outcomes(loop, len(messages))
+        tracker = _Outcomes(loop, len(messages), self._acknowledged)
         for index, (key, value) in enumerate(messages):
             try:
                 future = producer.send(topic, value=value, key=key, headers=headers or [])
@@ -103,7 +157,13 @@ class RideProducer:
         budget = self._config.delivery_timeout_ms / 1000 + 1.0
         await asyncio.wait([tracker.all_done], timeout=budget)  # returns at the budget, never raises
         PRODUCE_SECONDS.observe(time.perf_counter() - started)
-        return tracker.snapshot()
+        outcomes = tracker.snapshot()
+        if any(isinstance(o, BaseException) for o in outcomes):
+            await self._reset_if_wedged(topic)
+        return outcomes
+
+    def _acknowledged(self) -> None:
+        self._last_ack = time.monotonic()
 
     async def ensure_topic(self, topic: str, partitions: int, retention_ms: int) -> None:
         """Create a topic if it is missing (the launcher creates them too; this covers other setups)."""
@@ -138,8 +198,11 @@ class _Outcomes:
     otherwise cost 1,000 cross-thread calls (each a write to the loop's self-pipe).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, count: int, on_ack: Callable[[], None] | None = None
+    ) -> None:
         self._loop = loop
+        self._on_ack = on_ack
         self._lock = threading.Lock()
         self._results: list[Position | BaseException | None] = [None] * count
         self._left = count
@@ -159,6 +222,8 @@ class _Outcomes:
 
     def succeeded(self, index: int, metadata: Any) -> None:
         self._settle(index, Position(metadata.partition, metadata.offset))
+        if self._on_ack is not None:
+            self._on_ack()
 
     def failed(self, index: int, error: BaseException) -> None:
         self._settle(index, error)

@@ -125,6 +125,11 @@ class RideConsumer:
             fetch_max_wait_ms=max(10, s.batch_max_wait_ms),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            # A killed persister's partitions move to the others (or to its restarted self) once its
+            # session expires: 10 s instead of the default 45 s (the fault suite measured 42 s to
+            # recover). The heartbeat thread keeps a live one in the group while a batch is written.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
         )
         self.consumer.subscribe([s.rides_topic], listener=_Rebalance(self))
         self.dlq = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)

@@ -53,7 +53,7 @@ SCENARIOS = (
     Scenario("kill-api-and-postgres", ("api", "postgres")),
     Scenario("pause-postgres", ("postgres",), action="pause"),
 )
-QUICK = ("kill-persister", "kill-api")
+QUICK = ("kill-persister", "kill-api", "kill-kafka")
 FAULT_NAMES = {"kill": "SIGKILL + restart", "pause": "SIGSTOP, then SIGCONT"}
 
 
@@ -67,7 +67,7 @@ class Timing:
 
 
 FULL_TIMING = Timing(rate=100, seconds=40, fault_at=10, down_for=8, recover_within=600)
-QUICK_TIMING = Timing(rate=40, seconds=16, fault_at=4, down_for=4, recover_within=300)
+QUICK_TIMING = Timing(rate=40, seconds=30, fault_at=4, down_for=4, recover_within=300)
 
 
 async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) -> dict[str, Any]:
@@ -105,6 +105,7 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
             else:
                 await faults.restart(list(scenario.targets), env)
             restarted = time.monotonic()
+            restarted_wall = time.time()
             _, stderr = await load.communicate()
             if load.returncode not in (0, 1):
                 raise RuntimeError(f"load generator failed: {stderr.decode()[-800:]}")
@@ -158,6 +159,8 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
         # from the end of the fault (restart issued, or SIGCONT) until healthy and caught up
         "time_to_recover_s": round(back - restarting_wall, 1) if back is not None else None,
         "caught_up_after_load_s": caught_up,
+        # the service works again without anyone restarting it (the API after a broker restart)
+        "acknowledged_after_restart": sum(1 for o in outcomes if o[3] == "202" and o[0] >= restarted_wall),
         "peak_lag_during": during.peak(),
         "fault_at_unix": round(struck_wall, 1),
         "unhealthy_before": healed,
