@@ -203,8 +203,9 @@ async def _persister_caught_up(probe: LagProbe, within_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if (await loop.run_in_executor(None, probe.lag))["persister"] == 0:
-            return
+        with contextlib.suppress(Exception):  # a broker hiccup: ask again
+            if (await loop.run_in_executor(None, probe.lag))["persister"] == 0:
+                return
         await asyncio.sleep(1.0)
 
 
