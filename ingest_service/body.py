@@ -11,8 +11,10 @@ import orjson
 from aiohttp import web
 
 from xrides.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType, XRidesError
+from xrides.jsonkeys import pairs_hook
 
 JSON = "application/json"
+_NO_DUPLICATES = pairs_hook(MalformedBody)
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonlines")
 
 
@@ -73,15 +75,6 @@ def _key_count(value: Any) -> int:
     return 0
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in seen:
-            raise MalformedBody(f"duplicate key {key!r} in a JSON object: which value was meant is ambiguous")
-        seen[key] = item
-    return seen
-
-
 def refuse_duplicate_keys(raw: bytes, value: Any) -> None:
     """400 for an object with a key twice (``{"from_lat": 1, "from_lat": 2}``).
 
@@ -94,7 +87,7 @@ def refuse_duplicate_keys(raw: bytes, value: Any) -> None:
     if raw.count(b'":') <= _key_count(value):
         return
     with contextlib.suppress(json.JSONDecodeError):  # orjson already accepted it: only duplicates matter
-        json.loads(raw, object_pairs_hook=_no_duplicates)
+        json.loads(raw, object_pairs_hook=_NO_DUPLICATES)
 
 
 def split_ndjson(raw: bytes) -> list[Any | MalformedBody]:

@@ -41,23 +41,16 @@ from query_dsl.ast import (
     Value,
 )
 from query_dsl.errors import QueryError, QueryLimitExceeded
+from xrides.jsonkeys import pairs_hook
 
 QUERY_KEYS = ("measures", "dimensions", "filter", "time_range", "zone", "having", "order", "limit", "compare")
 _PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _OP_SYMBOLS: dict[str, CompareOp] = {"=": "eq", "!=": "ne", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 Params = dict[str, Any]
+_NO_DUPLICATES = pairs_hook(QueryError)
 
 
 # Decoding ---------------------------------------------------------------------------------
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise QueryError(f"duplicate key {key[:40]!r} in the query document")
-        out[key] = value
-    return out
 
 
 def _no_constant(name: str) -> Any:
@@ -68,7 +61,7 @@ def load_json(text: str | bytes) -> Any:
     raw = text.decode("utf-8", errors="strict") if isinstance(text, bytes) else text
     guards.check_text_size(raw)
     try:
-        doc = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(raw, object_pairs_hook=_NO_DUPLICATES, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise QueryError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:

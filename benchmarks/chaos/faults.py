@@ -15,15 +15,14 @@ import signal
 import sys
 from pathlib import Path
 
+from deploy.stack.processes import live_pid
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def pid_of(run_dir: Path, name: str) -> int | None:
-    try:
-        pid = int((run_dir / f"{name}.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    """The part's pid if the process the launcher recorded still runs (the launcher's own check)."""
+    return live_pid(run_dir / f"{name}.pid")
 
 
 def kill(run_dir: Path, name: str) -> int:

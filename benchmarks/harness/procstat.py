@@ -14,21 +14,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.stack.processes import live_pid
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def read_pids(run_dir: Path) -> dict[str, int]:
-    """``name -> pid`` for every live process with a pid file."""
-    pids = {}
-    for pid_file in sorted(run_dir.glob("*.pid")):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (ValueError, IndexError, OSError):
-            continue
-        if Path(f"/proc/{pid}").exists():
-            pids[pid_file.stem] = pid
-    return pids
+    """``name -> pid`` for every live process with a pid file (the launcher's own liveness check)."""
+    pids = {pid_file.stem: live_pid(pid_file) for pid_file in sorted(run_dir.glob("*.pid"))}
+    return {name: pid for name, pid in pids.items() if pid is not None}
 
 
 def _stat(pid: int) -> tuple[int, int, int] | None:

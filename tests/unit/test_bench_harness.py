@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.harness import report
 from benchmarks.harness.procstat import ProcessFigures, Sampler, process_tree_usage, summarise
+from deploy.stack.processes import write_pid_file
 from loadgen.openloop import latency_summary, parse_segments, percentile, send_offsets
 from loadgen.rides import DAILY_CURVE, RideGenerator, TrafficMix, daily_schedule, traffic
 from xrides.ride import parse_ride
@@ -66,7 +67,7 @@ def test_percentiles() -> None:
 
 
 def test_process_tree_usage_counts_children(tmp_path: Path) -> None:
-    (tmp_path / "me.pid").write_text(f"{os.getpid()} 0\n")
+    write_pid_file(tmp_path / "me.pid", os.getpid())
     burner = os.fork()
     if burner == 0:  # a child that burns CPU must be charged to its parent's tree
         deadline = time.monotonic() + 1.0
@@ -83,7 +84,7 @@ def test_process_tree_usage_counts_children(tmp_path: Path) -> None:
 
 
 def test_sampler_reads_pid_files(tmp_path: Path) -> None:
-    (tmp_path / "me.pid").write_text(f"{os.getpid()} 0\n")
+    write_pid_file(tmp_path / "me.pid", os.getpid())
     (tmp_path / "gone.pid").write_text("999999999 0\n")
     sampler = Sampler(tmp_path, interval=0.1)
     sampler.start()
