@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -151,6 +152,19 @@ async def _watch_keys(services: Services) -> None:
         services.keys.reload()
 
 
+def settle_garbage_collector() -> None:
+    """Move start-up objects out of the collector's view and make young collections rarer.
+
+    Without this, CPython's full collections rescan every module, route and metric object
+    (and the idempotency store as it grows) and pause the event loop for milliseconds: a
+    visible share of the p99 at 2,000 rides/s. Request objects are freed by reference counting;
+    the collector only has cycles to find, so running it less often costs memory, not latency.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
+
+
 def build_services(settings: ApiSettings) -> Services:
     producer_config = ProducerConfig(
         settings.kafka_bootstrap, delivery_timeout_ms=settings.delivery_timeout_ms
@@ -189,6 +203,7 @@ def create_app(settings: ApiSettings) -> web.Application:
         if s.api_keys_file:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, services.keys.reload, True)
         log.info("api started", extra={"url.port": s.api_port})
+        settle_garbage_collector()
         yield
         if s.api_keys_file:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)

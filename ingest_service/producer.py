@@ -1,27 +1,34 @@
 """The API's only path to durability: an idempotent, ``acks=all`` Kafka producer behind asyncio.
 
-kafka-python is thread based: ``send()`` appends to an in-memory batch and a background sender
-thread talks to the broker. We bridge its futures into asyncio futures, so a handler awaits the
-broker's acknowledgement without blocking the event loop. Two rules keep the loop responsive:
+The producer is librdkafka (confluent-kafka): ``produce()`` hands the message to C code that
+batches, sends and retries in its own threads without the GIL, so a ride costs a few microseconds
+of the event loop's time. Delivery reports come back through ``poll()``, which a dedicated thread
+calls; it sleeps in C until there is something to report. Each request's messages are collected
+by one ``_Outcomes``, and the event loop is woken once per ``poll()`` for every request that
+finished in it, not once per message (a 1,000-ride batch is one wake-up, as are 50 single rides
+acknowledged by the same broker response).
 
-- ``send()`` is only called once the topic's metadata is known (checked without blocking), because
-  kafka-python would otherwise block the caller for up to ``max_block_ms`` fetching it;
-- every acknowledgement wait is bounded by ``delivery_timeout_ms`` (kafka-python fails the future)
-  and by an asyncio timeout on top, so a dead broker turns into a 503 within a known time, never a
-  hang and never a 202 for an unwritten ride.
+Why not kafka-python, which the API used first: profiling at 800 rides/s showed its sender
+thread and per-send wake-ups (a socket write each) taking more than half of the API's CPU, all
+of it under the GIL the handlers need.
 
-A producer can also wedge: when a broker dies under load, batches expire inside kafka-python's
-idempotent producer and leave gaps in its per-partition sequence numbers, which the restarted broker
-refuses for ever after (kafka-python does not bump the producer epoch as the Java client does). The
-fault suite found it: after `kill -9` of the broker and a restart, every request got 503 until the
-API was restarted. So when the broker is reachable again but nothing has been acknowledged for two
-delivery timeouts, the producer is replaced by a fresh one (a new producer id, sequences from 0).
-What the old one still held was never acknowledged to anyone, so nothing is lost by dropping it.
+Rules that keep the 202 honest and the loop responsive:
+
+- ``send_many`` answers 503 at once when the topic's partitions are unknown (the broker has not
+  been reachable since start), instead of queueing;
+- every acknowledgement wait is bounded by ``message.timeout.ms`` (librdkafka fails the delivery
+  report) and by an asyncio timeout on top, so a dead broker turns into a 503 within a known time,
+  never a hang and never a 202 for an unwritten ride;
+- librdkafka's idempotent producer recovers from timed-out batches itself (it bumps its epoch);
+  a *fatal* idempotence error, or a reachable broker that acknowledged nothing for two delivery
+  timeouts, replaces the producer with a fresh one (a new producer id). What the old one still
+  held was never acknowledged to anyone, so nothing is lost by dropping it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -29,9 +36,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
+import orjson
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException, Message, Producer
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
 from ingest_service.metrics import PRODUCE_SECONDS, PRODUCER_RESETS
 from xrides.errors import BrokerUnavailable
@@ -39,13 +49,92 @@ from xrides.request_ids import Position
 
 log = logging.getLogger(__name__)
 
+_STATS_INTERVAL_MS = 1000
+_POLL_S = 0.2
+
 
 @dataclass(frozen=True, slots=True)
 class ProducerConfig:
     bootstrap: str
     delivery_timeout_ms: int = 5000
-    linger_ms: int = 1
+    linger_ms: float = 1.0
     client_id: str = "xrides-api"
+    max_message_bytes: int = 8 * 1024 * 1024
+
+    def librdkafka(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": self.client_id,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": self.linger_ms,
+            "message.max.bytes": self.max_message_bytes,
+            # The broker must answer within the delivery timeout; retries happen inside it.
+            "message.timeout.ms": self.delivery_timeout_ms,
+            "request.timeout.ms": max(1000, self.delivery_timeout_ms - 500),
+            "reconnect.backoff.max.ms": 1000,
+            "socket.nagle.disable": True,
+            # murmur2 as in the Java client and kafka-python, so every producer of a booking's
+            # messages (the API, the dead-letter replay, tests) picks the same partition for it
+            "partitioner": "murmur2_random",
+            "statistics.interval.ms": _STATS_INTERVAL_MS,
+        }
+
+
+class _Client:
+    """One librdkafka producer, the thread that polls it, and what its callbacks learned."""
+
+    def __init__(self, config: ProducerConfig, loop: asyncio.AbstractEventLoop, on_ack: Callable[[], None]):
+        self._loop = loop
+        self._on_ack = on_ack
+        self._finished: list[asyncio.Future[None]] = []  # only touched by the polling thread
+        self.brokers_up = False
+        self.fatal: str | None = None
+        self._stopping = threading.Event()
+        conf = config.librdkafka()
+        conf.update(error_cb=self._on_error, stats_cb=self._on_stats, logger=log)
+        self.producer = Producer(conf)
+        self._thread = threading.Thread(target=self._poll_forever, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def _poll_forever(self) -> None:
+        producer = self.producer
+        while not self._stopping.is_set():
+            producer.poll(_POLL_S)  # delivery reports run _Outcomes callbacks in this thread
+            self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        if self._finished:
+            finished, self._finished = self._finished, []
+            # RuntimeError: the loop closed during shutdown; nobody is waiting any more
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_finish_all, finished)
+
+    def finished(self, done: asyncio.Future[None]) -> None:
+        self._finished.append(done)
+
+    def acknowledged(self) -> None:
+        self._on_ack()
+
+    def _on_error(self, error: RdKafkaError) -> None:
+        if error.fatal():
+            self.fatal = error.str()
+            log.error("kafka producer fatal error", extra={"error.message": error.str()[:200]})
+        elif error.code() == RdKafkaError._ALL_BROKERS_DOWN:
+            self.brokers_up = False
+
+    def _on_stats(self, stats_json: str) -> None:
+        brokers = orjson.loads(stats_json).get("brokers", {})
+        self.brokers_up = any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in brokers.values())
+
+    def flush(self, timeout_s: float) -> int:
+        remaining: int = self.producer.flush(timeout_s)
+        self._wake_loop()
+        return remaining
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=2 * _POLL_S + 1)
 
 
 class RideProducer:
@@ -53,117 +142,107 @@ class RideProducer:
 
     def __init__(self, config: ProducerConfig) -> None:
         self._config = config
-        self._producer: Any = None
+        self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._topics: tuple[str, ...] = ()
-        self._last_ack = time.monotonic()  # written by kafka-python's sender thread (a float store)
+        self._partitions: dict[str, int] = {}
+        self._last_ack = time.monotonic()  # written by the polling thread (a float store)
         self._last_reset = 0.0
         self._resetting: asyncio.Lock | None = None
+        self._metadata_task: asyncio.Task[None] | None = None
         self.resets = 0
         self._discarding: set[asyncio.Task[None]] = set()
 
     async def start(self, topics: Sequence[str]) -> None:
-        """Connect and learn the topics' partitions (blocking work runs in a thread)."""
+        """Create the producer and learn the topics' partitions (in the background if Kafka is down)."""
         self._loop = asyncio.get_running_loop()
         self._topics = tuple(topics)
         self._resetting = asyncio.Lock()
-        self._producer = await self._new_producer()
+        self._client = _Client(self._config, self._loop, self._acknowledged)
         self._last_ack = time.monotonic()
+        await self._learn_topics(timeout_s=self._config.delivery_timeout_ms / 1000)
+        self._metadata_task = asyncio.create_task(self._watch_topics())
 
-    async def _new_producer(self) -> Any:
-        c = self._config
-        producer = await asyncio.to_thread(
-            KafkaProducer,
-            bootstrap_servers=c.bootstrap,
-            client_id=c.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=c.linger_ms,
-            batch_size=256 * 1024,
-            max_request_size=8 * 1024 * 1024,
-            # The broker must answer within the delivery timeout; retries happen inside it.
-            request_timeout_ms=max(1000, c.delivery_timeout_ms - 500),
-            delivery_timeout_ms=c.delivery_timeout_ms,
-            max_block_ms=c.delivery_timeout_ms,
-            reconnect_backoff_max_ms=1000,
-        )
-        for topic in self._topics:
-            await asyncio.to_thread(producer.partitions_for, topic)
-        return producer
-
-    async def _reset_if_wedged(self, topic: str) -> None:
-        """Replace a producer that a reachable broker has not acknowledged for two delivery timeouts."""
-        window = 2 * self._config.delivery_timeout_ms / 1000
-        now = time.monotonic()
-        if now - self._last_ack < window or now - self._last_reset < window or not self.ready(topic):
+    async def _learn_topics(self, timeout_s: float) -> None:
+        client = self._client
+        missing = [t for t in self._topics if t not in self._partitions]
+        if client is None or not missing:
             return
-        assert self._resetting is not None
-        if self._resetting.locked():
-            return
-        async with self._resetting:
-            old = self._producer
-            self._last_reset = time.monotonic()
+        for topic in missing:
             try:
-                self._producer = await self._new_producer()
-            except KafkaError as exc:
-                log.warning("kafka producer reset failed", extra={"error.message": str(exc)[:200]})
+                metadata = await asyncio.to_thread(client.producer.list_topics, topic, timeout_s)
+            except KafkaException as exc:
+                log.warning("kafka metadata unavailable", extra={"error.message": str(exc)[:200]})
                 return
-            self._last_ack = time.monotonic()
-            self.resets += 1
-            PRODUCER_RESETS.inc()
-            log.warning("kafka producer replaced: the broker was reachable but acknowledged nothing")
-        # whatever the old one still holds was never acknowledged; close it off the request path
-        task = asyncio.create_task(self._discard(old))
-        self._discarding.add(task)
-        task.add_done_callback(self._discarding.discard)
+            found = metadata.topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                self._partitions[topic] = len(found.partitions)
 
-    @staticmethod
-    async def _discard(producer: Any) -> None:
-        try:
-            await asyncio.to_thread(producer.close, 0)
-        except Exception as exc:  # its unsent batches fail their (already answered) requests' futures
-            log.info("old kafka producer closed with an error", extra={"error.message": str(exc)[:200]})
+    async def _watch_topics(self) -> None:
+        """Until every topic's partitions are known, ask again every second."""
+        while any(t not in self._partitions for t in self._topics):
+            await asyncio.sleep(1.0)
+            await self._learn_topics(timeout_s=2.0)
 
     def ready(self, topic: str) -> bool:
         """Non-blocking: do we know the topic's partitions, and is a connection to a broker up?"""
-        producer = self._producer
-        if producer is None or producer._metadata.partitions_for_topic(topic) is None:
-            return False
-        # kafka-python has no public "connected" query; its sender's client knows each broker.
-        client = producer._sender._client
-        return any(client.connected(broker.node_id) for broker in producer._metadata.brokers())
+        client = self._client
+        return client is not None and topic in self._partitions and client.brokers_up
 
     async def send_many(
         self,
         topic: str,
         messages: Sequence[tuple[bytes | None, bytes]],
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> list[Position | BaseException]:
         """Send all messages; return each one's position, or its error, in order."""
-        producer = self._producer
+        client = self._client
         loop = self._loop
-        if producer is None or loop is None or producer._metadata.partitions_for_topic(topic) is None:
+        if client is None or loop is None or topic not in self._partitions:
             raise BrokerUnavailable("Kafka is not reachable; the rides were not accepted", retry_after_s=2)
         started = time.perf_counter()
-        tracker = _Outcomes(loop, len(messages), self._acknowledged)
+        tracker = _Outcomes(loop, client, len(messages))
+        produce = client.producer.produce
         for index, (key, value) in enumerate(messages):
             try:
-                future = producer.send(topic, value=value, key=key, headers=headers or [])
-            except KafkaError as exc:
+                produce(topic, value, key, headers=headers, on_delivery=tracker.callback(index))
+            except (BufferError, KafkaException) as exc:  # the local queue is full, or a fatal state
                 tracker.failed(index, exc)
-            else:
-                future.add_callback(tracker.succeeded, index)
-                future.add_errback(tracker.failed, index)
         budget = self._config.delivery_timeout_ms / 1000 + 1.0
         await asyncio.wait([tracker.all_done], timeout=budget)  # returns at the budget, never raises
         PRODUCE_SECONDS.observe(time.perf_counter() - started)
         outcomes = tracker.snapshot()
-        if any(isinstance(o, BaseException) for o in outcomes):
+        if client.fatal is not None or any(isinstance(o, BaseException) for o in outcomes):
             await self._reset_if_wedged(topic)
         return outcomes
 
     def _acknowledged(self) -> None:
         self._last_ack = time.monotonic()
+
+    async def _reset_if_wedged(self, topic: str) -> None:
+        """Replace a producer in a fatal state, or one a reachable broker ignores for two timeouts."""
+        client = self._client
+        assert client is not None
+        assert self._loop is not None
+        assert self._resetting is not None
+        window = 2 * self._config.delivery_timeout_ms / 1000
+        now = time.monotonic()
+        wedged = now - self._last_ack >= window and now - self._last_reset >= window and self.ready(topic)
+        if not (wedged or client.fatal is not None) or self._resetting.locked():
+            return
+        async with self._resetting:
+            old = client
+            self._last_reset = time.monotonic()
+            self._client = _Client(self._config, self._loop, self._acknowledged)
+            self._last_ack = time.monotonic()
+            self.resets += 1
+            PRODUCER_RESETS.inc()
+            reason = old.fatal or "the broker was reachable but acknowledged nothing"
+            log.warning("kafka producer replaced", extra={"error.message": reason[:200]})
+        # whatever the old one still holds was never acknowledged; close it off the request path
+        task = asyncio.create_task(_discard(old))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
 
     async def ensure_topic(self, topic: str, partitions: int, retention_ms: int) -> None:
         """Create a topic if it is missing (the launcher creates them too; this covers other setups)."""
@@ -184,31 +263,45 @@ class RideProducer:
         await asyncio.to_thread(create)
 
     async def close(self) -> None:
-        """Flush what is buffered, then close (graceful stop)."""
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await asyncio.to_thread(producer.flush, self._config.delivery_timeout_ms / 1000)
-            await asyncio.to_thread(producer.close, 5)
+        """Flush what is buffered, then stop polling (graceful stop)."""
+        if self._metadata_task is not None:
+            self._metadata_task.cancel()
+        if self._client is not None:
+            client, self._client = self._client, None
+            remaining = await asyncio.to_thread(client.flush, self._config.delivery_timeout_ms / 1000)
+            if remaining:
+                log.warning("kafka producer closed with unsent messages", extra={"messages": remaining})
+            await asyncio.to_thread(client.stop)
+
+
+async def _discard(client: _Client) -> None:
+    await asyncio.to_thread(client.flush, 0)
+    await asyncio.to_thread(client.stop)
 
 
 class _Outcomes:
-    """Collects the acknowledgements of one request's messages from kafka-python's sender thread.
+    """Collects the delivery reports of one request's messages (called in the polling thread)."""
 
-    One wake-up of the event loop per request, not per message: a batch of 1,000 rides would
-    otherwise cost 1,000 cross-thread calls (each a write to the loop's self-pipe).
-    """
+    __slots__ = ("_client", "_left", "_lock", "_results", "all_done")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, count: int, on_ack: Callable[[], None] | None = None
-    ) -> None:
-        self._loop = loop
-        self._on_ack = on_ack
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: _Client, count: int) -> None:
+        self._client = client
         self._lock = threading.Lock()
         self._results: list[Position | BaseException | None] = [None] * count
         self._left = count
         self.all_done: asyncio.Future[None] = loop.create_future()
         if count == 0:
             self.all_done.set_result(None)
+
+    def callback(self, index: int) -> Callable[[RdKafkaError | None, Message], None]:
+        def delivered(error: RdKafkaError | None, message: Message) -> None:
+            if error is None:
+                self._client.acknowledged()
+                self._settle(index, Position(message.partition(), message.offset()))  # type: ignore[arg-type]
+            else:
+                self._settle(index, KafkaException(error))
+
+        return delivered
 
     def _settle(self, index: int, outcome: Position | BaseException) -> None:
         with self._lock:
@@ -218,15 +311,18 @@ class _Outcomes:
             self._left -= 1
             finished = self._left == 0
         if finished:
-            self._loop.call_soon_threadsafe(_finish, self.all_done)
-
-    def succeeded(self, index: int, metadata: Any) -> None:
-        self._settle(index, Position(metadata.partition, metadata.offset))
-        if self._on_ack is not None:
-            self._on_ack()
+            self._client.finished(self.all_done)
 
     def failed(self, index: int, error: BaseException) -> None:
-        self._settle(index, error)
+        """A message that never reached librdkafka's queue (in the event loop's thread)."""
+        with self._lock:
+            if self._results[index] is not None:
+                return
+            self._results[index] = error
+            self._left -= 1
+            finished = self._left == 0
+        if finished and not self.all_done.done():
+            self.all_done.set_result(None)
 
     def snapshot(self) -> list[Position | BaseException]:
         """Each message's position or error; one still unacknowledged counts as a timeout."""
@@ -237,6 +333,7 @@ class _Outcomes:
             ]
 
 
-def _finish(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
+def _finish_all(done: list[asyncio.Future[None]]) -> None:
+    for future in done:
+        if not future.done():
+            future.set_result(None)
