@@ -21,7 +21,7 @@ from xrides.ride import (
     example_ride,
     parse_ride,
 )
-from xrides.ride.model import RIDE_ATTRIBUTES
+from xrides.ride.model import RIDE_ATTRIBUTES, _accept_valid, _parse_ride_explained
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
@@ -248,3 +248,49 @@ def test_nullable_fields_may_be_left_out() -> None:
     data.pop("to_long")
     ride = parse_ride(data)
     assert (ride.package_id, ride.to_date, ride.to_lat, ride.to_long) == (None, None, None, None)
+
+
+# The fast path (_accept_valid) must never accept what the full check refuses, and must build the
+# same ride when both accept: every field against every edge value, then random multi-field edits.
+_EDGES: list[object] = [
+    None, True, False, -1, 0, 1, 2, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 90, 90.0, 90.5, -180, -180.5,
+    0.5, float("nan"), float("inf"), 1e308, "", "1", "7/1/2013 8:00", "2013-07-01T08:00:00Z",
+    "2013-07-01 08:00", "13/40/2013 8:00", "1/1/1999 0:00", [], {},
+]  # fmt: skip
+
+
+def _assert_paths_agree(wire: dict[str, object]) -> None:
+    try:
+        full: Ride | None = _parse_ride_explained(wire, KOLKATA)
+    except RideValidationError:
+        full = None
+    fast = _accept_valid(wire, KOLKATA)
+    if fast is not None:
+        assert full is not None, f"the fast path accepted a ride the full check refuses: {wire}"
+        assert Ride(*fast) == full
+    if full is None:
+        with pytest.raises(RideValidationError):
+            parse_ride(wire, KOLKATA)
+    else:
+        assert parse_ride(wire, KOLKATA) == full
+
+
+def test_fast_path_agrees_with_the_full_check_on_every_edge() -> None:
+    base = example_ride()
+    for spec in RIDE_FIELDS:
+        for value in _EDGES:
+            _assert_paths_agree({**base, spec.name: value})
+        _assert_paths_agree({k: v for k, v in base.items() if k != spec.name})
+
+
+@settings(max_examples=300)
+@given(
+    valid_rides(),
+    st.dictionaries(st.sampled_from([f.name for f in RIDE_FIELDS]), st.sampled_from(_EDGES), max_size=4),
+    st.sets(st.sampled_from([f.name for f in RIDE_FIELDS]), max_size=2),
+)
+def test_fast_path_agrees_with_the_full_check(ride: Ride, edits: dict[str, object], drop: set[str]) -> None:
+    wire: dict[str, object] = {**ride.to_wire(), **edits}
+    for name in drop:
+        wire.pop(name, None)
+    _assert_paths_agree(wire)

@@ -7,6 +7,7 @@ same thing for the same digits. Everything is normalised to an aware UTC datetim
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -57,7 +58,11 @@ def parse_timestamp(text: str, zone: ZoneInfo) -> datetime:
     return local.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def format_timestamp(value: datetime) -> str:
-    """The canonical wire form: ISO 8601 in UTC with a ``Z`` suffix."""
+    """The canonical wire form: ISO 8601 in UTC with a ``Z`` suffix.
+
+    Cached: rides share timestamps, and equal instants (whatever their zone) format alike.
+    """
     text = value.astimezone(UTC).isoformat()
     return text.removesuffix("+00:00") + "Z"
