@@ -33,7 +33,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Offse
 from persister.health import Health
 from persister.metrics import BATCH_ROWS, BATCH_SECONDS, CONSUMER_LAG, DB_RETRIES, DEAD_LETTERS, LAST_COMMIT
 from persister.settings import PersisterSettings
-from persister.writer import Message, RideWriter
+from persister.writer import Message, RideWriter, stage_row
 from xrides.ride import RideValidationError, decode_envelope
 
 log = logging.getLogger("persister.consumer")
@@ -59,6 +59,7 @@ def decode(record: Any) -> Message:
     message = Message(record.topic, record.partition, record.offset, record.key, record.value or b"")
     try:
         message.envelope = decode_envelope(message.value)
+        message.row = stage_row(message)
     except RideValidationError as exc:
         message.error = f"invalid ride: {exc.message}"[:1000]
     except (ValueError, TypeError) as exc:

@@ -108,6 +108,7 @@ class Message:
     value: bytes
     envelope: RideEnvelope | None = None
     error: str | None = None
+    row: tuple[Any, ...] | None = None  # the stage-table row, built by decode off the write path
 
     @property
     def booking_id(self) -> int | None:
@@ -121,7 +122,10 @@ class WriteResult:
     failed: list[Message] = field(default_factory=list)
 
 
-def _stage_row(message: Message) -> tuple[Any, ...]:
+def stage_row(message: Message) -> tuple[Any, ...]:
+    """The message as a ``stage_rides`` row (the consumer builds it while the last batch writes)."""
+    if message.row is not None:
+        return message.row
     envelope = message.envelope
     assert envelope is not None
     ride = envelope.ride
@@ -202,9 +206,7 @@ class RideWriter:
 
     async def _apply(self, conn: asyncpg.Connection, latest: Sequence[Message]) -> set[int]:
         await conn.execute("TRUNCATE stage_rides")
-        await conn.copy_records_to_table(
-            "stage_rides", records=map(_stage_row, latest), columns=STAGE_COLUMNS
-        )
+        await conn.copy_records_to_table("stage_rides", records=map(stage_row, latest), columns=STAGE_COLUMNS)
         await conn.execute(_DIMENSIONS)
         return {r["booking_id"] for r in await conn.fetch(_APPLY)}
 

@@ -33,7 +33,7 @@ from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from flink_jobs.enrich import ServiceRegion, enrich
 from flink_jobs.mapping import rides_template
 from loadgen.rides import RideGenerator
-from persister.writer import STAGE_COLUMNS, Message, _stage_row
+from persister.writer import STAGE_COLUMNS, Message, stage_row
 from xrides.ride import RideEnvelope, new_version, parse_ride
 
 SCRATCH = "xrides-bench-limit"
@@ -84,7 +84,7 @@ def kafka_producer_limit(
 async def postgres_copy_limit(dsn: str, rows: int, chunk: int = 5000) -> dict[str, Any]:
     """Rows/s of binary COPY of stage rows into a logged table shaped like ``cab_rides``."""
     messages = [Message("rides", 0, i, None, b"", envelope=e) for i, e in enumerate(sample_envelopes(rows))]
-    records = [_stage_row(m) for m in messages]
+    records = [stage_row(m) for m in messages]
     conn = await asyncpg.connect(dsn)
     table = SCRATCH.replace("-", "_")
     try:

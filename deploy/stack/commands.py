@@ -233,7 +233,10 @@ def up_platform(ctx: Context, names: set[str]) -> None:
             stop(pid_file)
             ensure_ports_free(proc.name, (proc.port,))
             spec = LaunchSpec(
-                argv=proc.resolved_argv(layout.repo), env=envfile.process_env(proc.name, env), cwd=layout.repo
+                argv=proc.resolved_argv(layout.repo),
+                env=envfile.process_env(proc.name, env),
+                cwd=layout.repo,
+                nice=proc.nice,
             )
             starting = _start(ctx, proc.name, spec)
             say(f"{proc.name}: launched pid {live_pid(pid_file)}")

@@ -23,8 +23,10 @@ class PlatformProcess:
     health_timeout: float = 60.0
     # Scheduling priority (``nice``): the ack path (API, Kafka) and the system of record (persister,
     # PostgreSQL) run at 0; the stream side that may lag by seconds without breaking a promise runs
-    # at 10, so on a small machine a burst slows enrichment, not acknowledgements. Kubernetes
-    # expresses the same intent with CPU requests and priority classes (docs/architecture.md).
+    # at 10, so on a small machine a burst slows enrichment, not acknowledgements. The launcher also
+    # sets it on the process's scheduler autogroup, without which nice does not rank processes of
+    # different sessions (processes.set_autogroup_nice). Kubernetes expresses the same intent with
+    # CPU requests and priority classes (docs/architecture.md).
     nice: int = 0
 
     @property

@@ -466,3 +466,18 @@ def test_sigv4_matches_the_aws_documented_example() -> None:
         "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
     )
     assert settings.S3_REGION == "us-east-1"
+
+
+def test_a_niced_process_gets_its_whole_session_weighted(tmp_path: Path) -> None:
+    """nice alone ranks threads inside one autogroup; the launcher weights the session too."""
+    spec = LaunchSpec(argv=["sleep", "30"], env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path, nice=7)
+    proc = start(spec, tmp_path / "sleep.log", tmp_path / "sleep.pid")
+    try:
+        autogroup = Path(f"/proc/{proc.pid}/autogroup")
+        if Path("/proc/self/autogroup").exists():
+            assert autogroup.read_text().split()[-1] == "7"
+        else:  # a kernel without autogroups: nice already ranks processes, nothing to set
+            assert not autogroup.exists()
+    finally:
+        proc.kill()
+        proc.wait()
