@@ -16,6 +16,11 @@ HEADLINE = (
         "... with the consumers paused: API + Kafka alone (rides/s)",
     ),
     ("single_p99_ms_ack_path_only", "p99 ack latency at that rate (ms)"),
+    (
+        "max_sustainable_single_rps_durable_path",
+        "... with the stream side paused: API + Kafka + persister + PostgreSQL (rides/s)",
+    ),
+    ("stored_p99_ms_durable_path", "POST -> stored in PostgreSQL p99 at that rate (ms)"),
     ("batch_rides_per_s", "Batch endpoint (rides/s acknowledged)"),
     ("e2e_postgres_p99_ms", "POST -> stored in PostgreSQL, p99 (ms)"),
     ("e2e_elasticsearch_p99_ms", "POST -> searchable in Elasticsearch, p99 (ms)"),
@@ -49,6 +54,9 @@ def headline(results: dict[str, Any], e2e_scenario: str) -> dict[str, Any]:
     ack_path = results.get("max_sustainable_ack_path") or {}
     top["max_sustainable_single_rps_ack_path_only"] = ack_path.get("max_sustainable_rps")
     top["single_p99_ms_ack_path_only"] = ack_path.get("p99_ms_at_max")
+    durable = results.get("max_sustainable_durable_path") or {}
+    top["max_sustainable_single_rps_durable_path"] = durable.get("max_sustainable_rps")
+    top["stored_p99_ms_durable_path"] = durable.get("stored_p99_ms_at_max")
     top["ratios"] = {
         "single_to_kafka_limit": _ratio(top["max_sustainable_single_rps"], top["kafka_producer_limit_rps"]),
         "batch_to_kafka_limit": _ratio(top["batch_rides_per_s"], top["kafka_producer_limit_rps"]),
@@ -171,6 +179,7 @@ def markdown(results: dict[str, Any]) -> str:
     for key, title in (
         ("max_sustainable", "Single-ride rate sweep"),
         ("max_sustainable_ack_path", "Ack path alone"),
+        ("max_sustainable_durable_path", "Path to PostgreSQL alone"),
     ):
         lines += _sweep_table(results.get(key) or {}, title)
     batch = results.get("batch") or {}

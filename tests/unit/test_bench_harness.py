@@ -148,6 +148,13 @@ def _results() -> dict[str, Any]:
             "p99_ms_at_max": 8.0,
             "steps": [],
         },
+        "max_sustainable_durable_path": {
+            "criterion": "c",
+            "max_sustainable_rps": 2000.0,
+            "p99_ms_at_max": 60.0,
+            "stored_p99_ms_at_max": 210.0,
+            "steps": [],
+        },
         "batch": {"criterion": "c", "batch_rides_per_s": 15_000, "steps": []},
         "limits": {
             "kafka": {"records_per_s": 90_000},
@@ -164,6 +171,7 @@ def test_headline_has_every_promised_key_and_the_ratios() -> None:
     for key, _ in report.HEADLINE:
         assert results[key] is not None, key
     assert results["e2e_postgres_p99_ms"] == 140.0
+    assert results["stored_p99_ms_durable_path"] == 210.0
     assert results["e2e_elasticsearch_p99_ms"] == 1900.0
     assert results["ratios"]["single_to_kafka_limit"] == pytest.approx(1500 / 90_000, abs=1e-3)
     assert results["ratios"]["batch_to_kafka_limit"] == pytest.approx(15_000 / 90_000, abs=1e-3)
