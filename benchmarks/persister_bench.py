@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,12 +29,23 @@ import asyncpg
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from deploy.stack.processes import live_pid
 from loadgen.openloop import percentile
 from loadgen.rides import RideGenerator
 from xrides.request_ids import parse_request_id
 from xrides.ride import RideEnvelope, new_version, parse_ride
 
 REPO = Path(__file__).resolve().parents[1]
+RUN_DIR = REPO / ".stack" / "run"
+STREAM_SIDE = ("flink-job", "es-indexer")
+
+
+def pause(run_dir: Path, name: str, resume: bool = False) -> None:
+    """SIGSTOP (or SIGCONT) a part's process group (the launcher gives each one its own)."""
+    pid = live_pid(run_dir / f"{name}.pid")
+    if pid is None:
+        raise RuntimeError(f"{name} is not running")
+    os.killpg(pid, signal.SIGCONT if resume else signal.SIGSTOP)
 
 
 def stack(*args: str) -> None:
@@ -176,16 +188,28 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--persisters", type=int, default=1, help="persister processes in the group")
+    parser.add_argument(
+        "--pause-stream",
+        action="store_true",
+        help="SIGSTOP the Flink job and the indexer for the run: the path to PostgreSQL alone, as when"
+        " the stream side has nodes of its own (otherwise it competes for the same two cores)",
+    )
     args = parser.parse_args()
     env = load_env()
     extra: list[subprocess.Popen[bytes]] = []
+    paused = STREAM_SIDE if args.pause_stream else ()
+    for name in paused:
+        pause(RUN_DIR, name)
     try:
         result = {
             "persisters": args.persisters,
+            "stream_side_paused": bool(paused),
             "drain": asyncio.run(drain(env, args.rides, extra, args.persisters - 1)),
             "end_to_end": asyncio.run(end_to_end(env, args.rate, args.seconds)),
         }
     finally:
+        for name in paused:
+            pause(RUN_DIR, name, resume=True)
         for process in extra:
             process.terminate()
             process.wait(30)
