@@ -14,9 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import functools
 import gc
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import aiohttp
 import orjson
 import uvloop
 
+from loadgen.rawhttp import HttpPool
 from loadgen.rides import RideGenerator, TrafficMix, daily_schedule, traffic
 
 Segment = tuple[float, float]  # (seconds, requests per second)
@@ -55,6 +59,9 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+REQUEST_TIMEOUT_S = 30.0  # a request unanswered this long is a hang (the fault suite counts them)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -161,9 +168,7 @@ async def _send_all(
     latencies: list[float] = []
     statuses: collections.Counter[str] = collections.Counter()
     result = LoadResult(mode=mode, target_rate=round(len(offsets) / total_seconds, 2), seconds=total_seconds)
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
+    async with _client(url, headers, connections) as post:
         wall_offset = time.time() - time.perf_counter()
         start = time.perf_counter() + 0.2
         result.started_at = start + wall_offset
@@ -173,18 +178,17 @@ async def _send_all(
             valid = prepared.valid
             request_id: str | None = None
             try:
-                async with session.post(url, data=prepared.body) as response:
-                    payload = await response.read()
-                    status = str(response.status)
-                    if mode == "single":
-                        accepted_rides = int(response.status == 202)
-                        if accepted_rides and (record_ids or record_outcomes):
-                            request_id = orjson.loads(payload)["request_id"]
-                        if record_ids and request_id:
-                            result.accepted.append((intended + wall_offset, request_id))
-                    elif response.status in (202, 207):
-                        accepted_rides = int(orjson.loads(payload)["accepted"])
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                code, payload = await post(prepared.body)
+                status = str(code)
+                if mode == "single":
+                    accepted_rides = int(code == 202)
+                    if accepted_rides and (record_ids or record_outcomes):
+                        request_id = orjson.loads(payload)["request_id"]
+                    if record_ids and request_id:
+                        result.accepted.append((intended + wall_offset, request_id))
+                elif code in (202, 207):
+                    accepted_rides = int(orjson.loads(payload)["accepted"])
+            except (aiohttp.ClientError, OSError) as exc:  # OSError covers TimeoutError
                 status = type(exc).__name__
             if record_outcomes:
                 outcome = (intended + wall_offset, prepared.kind, prepared.booking_id, status, request_id)
@@ -227,6 +231,29 @@ async def _send_all(
             }
         )
     return result
+
+
+@contextlib.asynccontextmanager
+async def _client(
+    url: str, headers: dict[str, str], connections: int
+) -> AsyncIterator[Callable[[bytes], Awaitable[tuple[int, bytes]]]]:
+    """``post(body) -> (status, body)``: the lean client for http://, aiohttp for anything else."""
+    if url.startswith("http://"):
+        pool = HttpPool(url, headers, connections)
+        try:
+            yield functools.partial(pool.post, timeout_s=REQUEST_TIMEOUT_S)
+        finally:
+            pool.close()
+        return
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, headers=headers, timeout=timeout) as session:
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            async with session.post(url, data=body) as response:
+                return response.status, await response.read()
+
+        yield post
 
 
 def parse_segments(text: str) -> list[Segment]:

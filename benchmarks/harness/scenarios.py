@@ -158,6 +158,7 @@ async def max_sustainable(
 
     Between steps the persister's lag must return to zero, so one step's backlog does not tax the
     next (the stream side runs at a lower priority and may lag; it is reported, not waited for).
+    After a step with paused consumers, their whole backlog is waited for.
 
     ``ack_path_only``: the consumers (persister, Flink job, indexer) are paused (SIGSTOP) during
     each step and resumed after it, so the step measures what the API and Kafka alone sustain on
@@ -205,7 +206,9 @@ async def max_sustainable(
             if not step["passed"]:
                 break
             best = step
-            await _persister_caught_up(lag_probe, 60)
+            # A paused step leaves the paused consumers a backlog whose catch-up (Flink, then
+            # Elasticsearch's indexing and merges) would tax the next step: wait for all of it.
+            await _caught_up(lag_probe, ("persister", *paused), 300 if paused else 60)
     finally:
         lag_probe.close()
     return {
@@ -220,12 +223,14 @@ async def max_sustainable(
     }
 
 
-async def _persister_caught_up(probe: LagProbe, within_s: float) -> None:
+async def _caught_up(probe: LagProbe, names: tuple[str, ...], within_s: float) -> None:
+    """Wait until the named consumers' lag is zero (at most ``within_s``)."""
     loop = asyncio.get_running_loop()
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):  # a broker hiccup: ask again
-            if (await loop.run_in_executor(None, probe.lag))["persister"] == 0:
+            lag = await loop.run_in_executor(None, probe.lag)
+            if all(lag.get(name, 0) == 0 for name in names):
                 return
         await asyncio.sleep(1.0)
 

@@ -114,6 +114,31 @@ def wait_until_healthy(starting: Starting, check: Callable[[], bool], timeout: f
         time.sleep(POLL_SECONDS)
 
 
+def _start_platform_process(ctx: Context, proc: PlatformProcess, spec: LaunchSpec) -> float:
+    """Start one platform process and wait for its health; one more try if it exits while starting.
+
+    As a supervisor would (Kubernetes restarts a crashed container): PyFlink once failed to find
+    the Kafka connector's classes on a restart and succeeded on the next start. A process that
+    exits twice, or one that stays up but never becomes healthy, fails ``up`` with its log tail.
+    """
+    pid_file = ctx.layout.pid_file(proc.name)
+    for attempt in (1, 2):
+        starting = _start(ctx, proc.name, spec)
+        say(f"{proc.name}: launched pid {live_pid(pid_file)}")
+        try:
+            return wait_until_healthy(
+                starting, functools.partial(http_ok, proc.health_url), proc.health_timeout
+            )
+        except StackError as exc:
+            exited = starting.proc is not None and starting.proc.poll() is not None
+            if attempt == 2 or not exited:
+                raise
+            first_line = str(exc).splitlines()[0][:200]
+            say(f"{proc.name}: exited while starting ({first_line}); starting it once more")
+            stop(pid_file)
+    raise AssertionError("unreachable")
+
+
 def _start(ctx: Context, name: str, spec: LaunchSpec) -> Starting:
     layout = ctx.layout
     proc = start(spec, layout.log_file(name), layout.pid_file(name))
@@ -238,11 +263,7 @@ def up_platform(ctx: Context, names: set[str]) -> None:
                 cwd=layout.repo,
                 nice=proc.nice,
             )
-            starting = _start(ctx, proc.name, spec)
-            say(f"{proc.name}: launched pid {live_pid(pid_file)}")
-            took = wait_until_healthy(
-                starting, functools.partial(http_ok, proc.health_url), proc.health_timeout
-            )
+            took = _start_platform_process(ctx, proc, spec)
         except StackError as exc:
             failures.append(str(exc))
             continue
