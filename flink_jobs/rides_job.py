@@ -131,6 +131,7 @@ def build(settings: StreamSettings) -> Any:
     )
     from pyflink.datastream.state import ValueStateDescriptor  # noqa: PLC0415
     from pyflink.datastream.window import TumblingEventTimeWindows  # noqa: PLC0415
+    from pyflink.util.java_utils import add_jars_to_context_class_loader  # noqa: PLC0415
 
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
@@ -164,6 +165,10 @@ def build(settings: StreamSettings) -> Any:
     else:  # a mini cluster picks free ports, so several jobs (tests beside `make up`'s) can run
         conf.set_string("rest.bind-port", "0")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # ``pipeline.jars`` ships the jars to the job; the client side (this gateway, which builds the
+    # KafkaSource) must see them too. Left to chance, the gateway sometimes lacked them on a
+    # restart ("Could not found the Java class ...KafkaSource.builder"): add them explicitly.
+    add_jars_to_context_class_loader([jar.as_uri() for jar in jars])
     env.set_parallelism(1)
     env.enable_checkpointing(settings.checkpoint_interval_ms, CheckpointingMode.AT_LEAST_ONCE)
 
