@@ -34,8 +34,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def send(self, request: bytes, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
         assert self.transport is not None
@@ -128,7 +127,8 @@ class HttpPool:
                 candidate = self._idle.pop()
                 connection = None if candidate.closed else candidate
             if connection is None:
-                _, connection = await loop.create_connection(_Connection, self.host, self.port)
+                transport, connection = await loop.create_connection(_Connection, self.host, self.port)
+                connection.transport = transport  # uvloop may call connection_made only after this
             waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
             connection.send(request, waiter)
             try:

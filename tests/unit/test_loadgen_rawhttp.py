@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+import uvloop
 
 from loadgen.rawhttp import HttpPool, ProtocolError
 
@@ -30,6 +31,16 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, str]:
 
 @pytest.mark.asyncio
 async def test_answers_come_back_in_order_over_reused_connections() -> None:
+    await _answers_in_order()
+
+
+def test_the_same_on_uvloop() -> None:
+    """The generator runs on uvloop, which calls connection_made later than asyncio does."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_answers_in_order())
+
+
+async def _answers_in_order() -> None:
     connections = 0
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
