@@ -174,6 +174,8 @@ async def max_sustainable(
     lag_probe = LagProbe(ctx.env["XRIDES_KAFKA_BOOTSTRAP"])
     paused = CONSUMERS if ack_path_only else STREAM_SIDE if durable_path_only else ()
     try:
+        # start from a quiet pipeline: an earlier part's backlog must not tax the first step
+        await _caught_up(lag_probe, CONSUMERS, 300)
         for rate in rates:
             for name in paused:
                 pause(ctx.run_dir, name)
