@@ -87,7 +87,8 @@ class _Client:
     def __init__(self, config: ProducerConfig, loop: asyncio.AbstractEventLoop, on_ack: Callable[[], None]):
         self._loop = loop
         self._on_ack = on_ack
-        self._finished: list[asyncio.Future[None]] = []  # only touched by the polling thread
+        self._finished: list[asyncio.Future[None]] = []  # requests done since the last wake-up
+        self._finished_lock = threading.Lock()
         self.brokers_up = False
         self.fatal: str | None = None
         self._stopping = threading.Event()
@@ -104,14 +105,18 @@ class _Client:
             self._wake_loop()
 
     def _wake_loop(self) -> None:
-        if self._finished:
+        if not self._finished:
+            return
+        with self._finished_lock:  # flush() on shutdown serves callbacks in another thread too
             finished, self._finished = self._finished, []
+        if finished:
             # RuntimeError: the loop closed during shutdown; nobody is waiting any more
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(_finish_all, finished)
 
     def finished(self, done: asyncio.Future[None]) -> None:
-        self._finished.append(done)
+        with self._finished_lock:
+            self._finished.append(done)
 
     def acknowledged(self) -> None:
         self._on_ack()
