@@ -179,6 +179,7 @@ class RideProducer:
             except KafkaException as exc:
                 log.warning("kafka metadata unavailable", extra={"error.message": str(exc)[:200]})
                 return
+            client.brokers_up = True  # a broker answered; the first statistics come a second later
             found = metadata.topics.get(topic)
             if found is not None and found.error is None and found.partitions:
                 self._partitions[topic] = len(found.partitions)
