@@ -1,6 +1,6 @@
 """Persister benchmark: drain rate from a pre-filled topic, and POST -> stored latency under load.
 
-    python benchmarks/persister_bench.py --rides 200000 --rate 2000 --seconds 15 [--persisters 2]
+    python -m benchmarks.persister_bench --rides 200000 --rate 2000 --seconds 15 [--persisters 2]
 
 Uses the running local stack (`make up`). Phase 1 stops the launcher's persister, pre-fills the
 `rides` topic with N envelopes, starts a persister and times how long it takes until every one of
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,8 @@ import asyncpg
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from deploy.stack.processes import live_pid
+from benchmarks.chaos.faults import pause
+from benchmarks.harness.scenarios import STREAM_SIDE
 from loadgen.openloop import percentile
 from loadgen.rides import RideGenerator
 from xrides.request_ids import parse_request_id
@@ -37,15 +37,6 @@ from xrides.ride import RideEnvelope, new_version, parse_ride
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".stack" / "run"
-STREAM_SIDE = ("flink-job", "es-indexer")
-
-
-def pause(run_dir: Path, name: str, resume: bool = False) -> None:
-    """SIGSTOP (or SIGCONT) a part's process group (the launcher gives each one its own)."""
-    pid = live_pid(run_dir / f"{name}.pid")
-    if pid is None:
-        raise RuntimeError(f"{name} is not running")
-    os.killpg(pid, signal.SIGCONT if resume else signal.SIGSTOP)
 
 
 def stack(*args: str) -> None:

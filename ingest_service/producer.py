@@ -84,9 +84,9 @@ class ProducerConfig:
 class _Client:
     """One librdkafka producer, the thread that polls it, and what its callbacks learned."""
 
-    def __init__(self, config: ProducerConfig, loop: asyncio.AbstractEventLoop, on_ack: Callable[[], None]):
+    def __init__(self, config: ProducerConfig, loop: asyncio.AbstractEventLoop):
         self._loop = loop
-        self._on_ack = on_ack
+        self.last_ack = time.monotonic()  # the latest acknowledgement (a float store, polling thread)
         self._finished: list[asyncio.Future[None]] = []  # requests done since the last wake-up
         self._finished_lock = threading.Lock()
         self.brokers_up = False
@@ -118,9 +118,6 @@ class _Client:
         with self._finished_lock:
             self._finished.append(done)
 
-    def acknowledged(self) -> None:
-        self._on_ack()
-
     def _on_error(self, error: RdKafkaError) -> None:
         if error.fatal():
             self.fatal = error.str()
@@ -151,7 +148,6 @@ class RideProducer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._topics: tuple[str, ...] = ()
         self._partitions: dict[str, int] = {}
-        self._last_ack = time.monotonic()  # written by the polling thread (a float store)
         self._last_reset = 0.0
         self._resetting: asyncio.Lock | None = None
         self._metadata_task: asyncio.Task[None] | None = None
@@ -163,8 +159,7 @@ class RideProducer:
         self._loop = asyncio.get_running_loop()
         self._topics = tuple(topics)
         self._resetting = asyncio.Lock()
-        self._client = _Client(self._config, self._loop, self._acknowledged)
-        self._last_ack = time.monotonic()
+        self._client = _Client(self._config, self._loop)
         await self._learn_topics(timeout_s=self._config.delivery_timeout_ms / 1000)
         self._metadata_task = asyncio.create_task(self._watch_topics())
 
@@ -222,9 +217,6 @@ class RideProducer:
             await self._reset_if_wedged(topic)
         return outcomes
 
-    def _acknowledged(self) -> None:
-        self._last_ack = time.monotonic()
-
     async def _reset_if_wedged(self, topic: str) -> None:
         """Replace a producer in a fatal state, or one a reachable broker ignores for two timeouts."""
         client = self._client
@@ -233,14 +225,13 @@ class RideProducer:
         assert self._resetting is not None
         window = 2 * self._config.delivery_timeout_ms / 1000
         now = time.monotonic()
-        wedged = now - self._last_ack >= window and now - self._last_reset >= window and self.ready(topic)
+        wedged = now - client.last_ack >= window and now - self._last_reset >= window and self.ready(topic)
         if not (wedged or client.fatal is not None) or self._resetting.locked():
             return
         async with self._resetting:
             old = client
             self._last_reset = time.monotonic()
-            self._client = _Client(self._config, self._loop, self._acknowledged)
-            self._last_ack = time.monotonic()
+            self._client = _Client(self._config, self._loop)
             self.resets += 1
             PRODUCER_RESETS.inc()
             reason = old.fatal or "the broker was reachable but acknowledged nothing"
@@ -301,33 +292,29 @@ class _Outcomes:
 
     def callback(self, index: int) -> Callable[[RdKafkaError | None, Message], None]:
         def delivered(error: RdKafkaError | None, message: Message) -> None:
+            outcome: Position | BaseException
             if error is None:
-                self._client.acknowledged()
-                self._settle(index, Position(message.partition(), message.offset()))  # type: ignore[arg-type]
+                self._client.last_ack = time.monotonic()
+                outcome = Position(message.partition(), message.offset())  # type: ignore[arg-type]
             else:
-                self._settle(index, KafkaException(error))
+                outcome = KafkaException(error)
+            if self._record(index, outcome):
+                self._client.finished(self.all_done)
 
         return delivered
 
-    def _settle(self, index: int, outcome: Position | BaseException) -> None:
+    def _record(self, index: int, outcome: Position | BaseException) -> bool:
+        """Keep the first outcome of a message; True when it was the request's last one."""
         with self._lock:
             if self._results[index] is not None:
-                return
+                return False
             self._results[index] = outcome
             self._left -= 1
-            finished = self._left == 0
-        if finished:
-            self._client.finished(self.all_done)
+            return self._left == 0
 
     def failed(self, index: int, error: BaseException) -> None:
         """A message that never reached librdkafka's queue (in the event loop's thread)."""
-        with self._lock:
-            if self._results[index] is not None:
-                return
-            self._results[index] = error
-            self._left -= 1
-            finished = self._left == 0
-        if finished and not self.all_done.done():
+        if self._record(index, error) and not self.all_done.done():
             self.all_done.set_result(None)
 
     def snapshot(self) -> list[Position | BaseException]:

@@ -128,7 +128,7 @@ class HttpPool:
                 connection = None if candidate.closed else candidate
             if connection is None:
                 transport, connection = await loop.create_connection(_Connection, self.host, self.port)
-                connection.transport = transport  # uvloop may call connection_made only after this
+                connection.transport = transport  # under load uvloop ran connection_made after this
             waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
             connection.send(request, waiter)
             try:

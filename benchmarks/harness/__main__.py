@@ -24,7 +24,9 @@ import orjson
 
 from benchmarks.harness import limits, report
 from benchmarks.harness.scenarios import (
+    CONSUMERS,
     REPO,
+    STREAM_SIDE,
     Context,
     LoadScenario,
     batch_throughput,
@@ -152,18 +154,13 @@ async def run(profile: Profile, parts: set[str], ctx: Context) -> dict[str, Any]
             "maximum sustainable single-ride rate of the API and Kafka alone (consumers paused)", flush=True
         )
         results["max_sustainable_ack_path"] = await max_sustainable(
-            ctx, profile.ack_path_rates, profile.sweep_seconds, 25.0, ack_path_only=True
+            ctx, profile.ack_path_rates, profile.sweep_seconds, 25.0, paused=CONSUMERS
         )
     if "sweep-durable" in parts:
-        print(
-            "maximum sustainable single-ride rate to PostgreSQL (stream side paused; ack p99 <= 25 ms"
-            " is not required here, POST -> stored p99 <= 250 ms is)",
-            flush=True,
-        )
+        print("maximum sustainable single-ride rate to PostgreSQL (stream side paused)", flush=True)
         results["max_sustainable_durable_path"] = await max_sustainable(
-            ctx, profile.ack_path_rates, profile.sweep_seconds, 1000.0,
-            durable_path_only=True, stored_p99_ms=250.0,
-        )  # fmt: skip
+            ctx, profile.ack_path_rates, profile.sweep_seconds, None, paused=STREAM_SIDE, stored_p99_ms=250.0
+        )
     if "batch" in parts:
         print("batch endpoint throughput", flush=True)
         results["batch"] = await batch_throughput(

@@ -35,7 +35,7 @@ async def test_answers_come_back_in_order_over_reused_connections() -> None:
 
 
 def test_the_same_on_uvloop() -> None:
-    """The generator runs on uvloop, which calls connection_made later than asyncio does."""
+    """The generator runs on uvloop: the same exchange on its loop."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_answers_in_order())
 
