@@ -26,6 +26,8 @@ from flink_jobs.health import serve_health
 from flink_jobs.mapping import demand_template, logs_template, rides_template, template_name
 from flink_jobs.settings import StreamSettings
 from flink_jobs.topics import ensure_topics
+from xrides.delivery import Record, deliver_all
+from xrides.errors import DeliveryAbandoned
 
 log = logging.getLogger("flink_jobs.indexer")
 
@@ -88,6 +90,7 @@ class Indexer:
             max_poll_records=settings.indexer_batch_max,
         )
         self.dlq = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+        self._dead: list[Record] = []  # this batch's dead letters
 
     def ensure_templates(self) -> None:
         ensure_topics(self.settings)
@@ -142,7 +145,8 @@ class Indexer:
                 delay = min(delay * 2, 10)
 
     def _dead_letter(self, reason: str, payload: bytes) -> None:
-        self.dlq.send(self.settings.es_dlq_topic, value=payload, headers=[("reason", reason.encode())])
+        """Kept until the batch is settled; delivered before its offsets are committed."""
+        self._dead.append(Record(self.settings.es_dlq_topic, payload, headers=[("reason", reason.encode())]))
         log.warning("dead-lettered for Elasticsearch", extra={"error.message": reason[:300]})
 
     def _sleep(self, seconds: float) -> None:
@@ -153,14 +157,23 @@ class Indexer:
         log.info("indexing", extra={"kafka.topic": self.settings.actions_topic})
         try:
             while not self.stopping.is_set():
-                polled = self.consumer.poll(timeout_ms=self.settings.indexer_wait_ms)
+                try:
+                    polled = self.consumer.poll(timeout_ms=self.settings.indexer_wait_ms)
+                except KafkaError as exc:  # a broker outage can escape poll; the consumer stays usable
+                    log.warning("Kafka unavailable; polling again", extra={"error.message": str(exc)[:200]})
+                    self.last_beat = time.monotonic()
+                    self._sleep(1.0)
+                    continue
                 self.last_beat = time.monotonic()
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
                     continue
                 self.apply([orjson.loads(r.value) for r in records])
-                self.dlq.flush(30)
+                deliver_all(self.dlq, self._dead, self.stopping.wait)
+                self._dead.clear()
                 self._commit()  # only after every action of the batch is settled
+        except DeliveryAbandoned as exc:  # stopped with Kafka away: the batch replays after a restart
+            log.warning("stopped before the batch was settled", extra={"error.message": str(exc)})
         finally:
             self.consumer.close(autocommit=False)
             self.dlq.close(5)

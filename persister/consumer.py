@@ -29,11 +29,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
 
 from persister.health import Health
 from persister.metrics import BATCH_ROWS, BATCH_SECONDS, CONSUMER_LAG, DB_RETRIES, DEAD_LETTERS, LAST_COMMIT
 from persister.settings import PersisterSettings
 from persister.writer import Message, RideWriter, stage_row
+from xrides.delivery import Record, deliver_all
 from xrides.ride import RideValidationError, decode_envelope
 
 log = logging.getLogger("persister.consumer")
@@ -114,6 +116,8 @@ class RideConsumer:
         self.stopping = asyncio.Event()
         self._lock = threading.Lock()
         self._unmirrored: dict[int, int] = {}  # offsets stored in PostgreSQL, not yet in Kafka
+        self._kafka_down_since: float | None = None
+        self._kafka_retry_s = 0.05
         self.loop = asyncio.get_running_loop()
         s = settings
         self.consumer = KafkaConsumer(
@@ -168,14 +172,48 @@ class RideConsumer:
             if deadline is None and now >= idle_until:
                 break  # nothing for a second: return so the loop can notice a stop request
             wait = (deadline - now) if deadline is not None else (idle_until - now)
-            polled = self.consumer.poll(
-                timeout_ms=max(1, int(wait * 1000)), max_records=s.batch_max_rows - len(records)
-            )
+            try:
+                polled = self.consumer.poll(
+                    timeout_ms=max(1, int(wait * 1000)), max_records=s.batch_max_rows - len(records)
+                )
+            except KafkaError as exc:
+                if records:
+                    break  # already polled: their positions have moved on, write them first
+                self._kafka_unavailable(exc)
+                time.sleep(min(wait, self._kafka_retry_s))
+                continue
+            self._kafka_available()
             for batch in polled.values():
                 records.extend(batch)
             if records and deadline is None:
                 deadline = time.monotonic() + s.batch_max_wait_ms / 1000
         return records
+
+    def _kafka_unavailable(self, exc: KafkaError) -> None:
+        """A broker outage that escaped ``poll`` (kafka-python raises the coordinator lookup's
+        connection error from it). The consumer stays usable: the caller waits and polls again.
+        Before, the error ended the process and its rides waited for a restart (the fault suite's
+        kill-kafka scenario found it, once in six runs)."""
+        if self._kafka_down_since is None:
+            self._kafka_down_since = time.monotonic()
+            log.warning("Kafka unavailable; polling again", extra={"error.message": str(exc)[:200]})
+        self._kafka_retry_s = min(self._kafka_retry_s * 2, 1.0)
+
+    def _keep_membership(self) -> None:
+        """``poll(0)`` on paused partitions: keeps the group membership, may rebalance."""
+        try:
+            self.consumer.poll(0)
+        except KafkaError as exc:  # Kafka away too: the next retry polls again
+            self._kafka_unavailable(exc)
+        else:
+            self._kafka_available()
+
+    def _kafka_available(self) -> None:
+        self._kafka_retry_s = 0.05
+        if self._kafka_down_since is not None:
+            down = time.monotonic() - self._kafka_down_since
+            self._kafka_down_since = None
+            log.info("Kafka available again", extra={"event.duration_s": round(down, 1)})
 
     def _commit_kafka(self, next_offsets: dict[int, int]) -> None:
         """Mirror PostgreSQL's committed offsets into Kafka's group offsets (for lag tools).
@@ -213,16 +251,25 @@ class RideConsumer:
                 CONSUMER_LAG.labels(str(partition)).set(max(0, highwater - offset))
 
     def _dead_letter(self, failed: list[Message]) -> None:
+        """Into the dead-letter topic, however long the broker is away: PostgreSQL has already
+        committed the offsets past these records (and their ``ingest_failures`` rows)."""
+        records = [
+            Record(
+                self.settings.dlq_topic,
+                key=message.key,
+                value=message.value,
+                headers=[
+                    ("reason", (message.error or "")[:1000].encode()),
+                    ("source-topic", message.topic.encode()),
+                    ("source-partition", str(message.partition).encode()),
+                    ("source-offset", str(message.offset).encode()),
+                ],
+            )
+            for message in failed
+        ]
+        deliver_all(self.dlq, records, time.sleep)
         for message in failed:
-            headers = [
-                ("reason", (message.error or "")[:1000].encode()),
-                ("source-topic", message.topic.encode()),
-                ("source-partition", str(message.partition).encode()),
-                ("source-offset", str(message.offset).encode()),
-            ]
-            self.dlq.send(self.settings.dlq_topic, key=message.key, value=message.value, headers=headers)
             DEAD_LETTERS.labels(reason_label(message.error or "")).inc()
-        self.dlq.flush(timeout=30)
 
     async def _write_with_retry(self, messages: list[Message]) -> None:
         delay = 0.1
@@ -250,7 +297,7 @@ class RideConsumer:
                     paused = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
-                await self._locked(lambda: self.consumer.poll(0))  # keeps the group membership; may rebalance
+                await self._locked(self._keep_membership)
                 self.health.beat()
                 continue
             self.health.db_ok = True

@@ -12,6 +12,7 @@
     │   └── IdempotencyConflict      same Idempotency-Key, different body (409)
     └── Unavailable                  we cannot take the work now; retry later (503/429)
         ├── BrokerUnavailable        Kafka did not acknowledge in time
+        │   └── DeliveryAbandoned    a stop came before Kafka acknowledged every dead letter
         ├── Overloaded               too many requests in flight
         └── RateLimited              the client's own rate limit
 
@@ -88,6 +89,10 @@ class Unavailable(XRidesError):
 
 class BrokerUnavailable(Unavailable):
     code = "broker_unavailable"
+
+
+class DeliveryAbandoned(BrokerUnavailable):
+    code = "delivery_abandoned"
 
 
 class Overloaded(Unavailable):

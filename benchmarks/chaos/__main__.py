@@ -80,6 +80,7 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
     sampler: asyncio.Task[None] | None = None
     try:
         await wait_drained(lag_probe, lag, timing.recover_within)  # start from a quiet pipeline
+        before = faults.running(run_dir)
         sampler = asyncio.create_task(sample_lag(sampler_probe, during, sampling, interval=0.5))
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             load = await asyncio.create_subprocess_exec(
@@ -111,6 +112,7 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
                 raise RuntimeError(f"load generator failed: {stderr.decode()[-800:]}")
             load_ended = time.time()
             caught_up = await wait_drained(lag_probe, lag, timing.recover_within)
+            crashed = faults.crashed(before, faults.running(run_dir), scenario.targets)
             out.seek(0)
             outcomes = [tuple(o) for o in orjson.loads(out.read())["outcomes"]]
     finally:
@@ -152,6 +154,7 @@ async def run_scenario(scenario: Scenario, timing: Timing, env: dict[str, str]) 
         "lost": postgres["lost"],
         "wrong_version": postgres["wrong_version"],
         "acknowledged_without_receipt": without_receipt,
+        "crashed": crashed,  # parts the fault did not strike that died anyway
         "elasticsearch": elastic,
         "tracking": tracking,
         "down_seconds": round(restarting - struck, 1),
@@ -172,8 +175,9 @@ def table(results: dict[str, Any]) -> str:
     head = (
         "| Scenario | Sent | Acknowledged | Refused | Hung | Stored | Duplicated | Lost | Older version won |"
         " In Elasticsearch (missing / duplicated) | Tracking wrong | Restart (s) | Recovered in (s) |"
+        " Other parts crashed |"
     )
-    lines = [head, "|" + "---|" * 13]
+    lines = [head, "|" + "---|" * 14]
     for s in results["scenarios"]:
         es, tracking = s["elasticsearch"], s["tracking"]
         cells = [
@@ -184,6 +188,7 @@ def table(results: dict[str, Any]) -> str:
             f"{tracking['wrong']} of {tracking['checked']}",
             s["restart_seconds"],
             s["time_to_recover_s"],
+            ", ".join(s.get("crashed", [])) or "none",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -229,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = ("sent", "acknowledged", "refused", "hung", "stored", "duplicated", "lost", "wrong_version")
         print("  " + ", ".join(f"{k} {outcome[k]}" for k in figures), end="")
         missing, recovered = outcome["elasticsearch"]["missing"], outcome["time_to_recover_s"]
-        print(f", ES missing {missing}, recovered in {recovered} s")
+        print(f", ES missing {missing}, recovered in {recovered} s, crashed {outcome['crashed'] or 'none'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
     if args.doc.exists() and not args.only:
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         or s["elasticsearch"]["duplicated"]
         or s["tracking"]["wrong"]
         or s["time_to_recover_s"] is None
+        or s["crashed"]
     ]
     if bad:
         print(f"FAILED: {', '.join(bad)}")

@@ -25,6 +25,19 @@ def pid_of(run_dir: Path, name: str) -> int | None:
     return live_pid(run_dir / f"{name}.pid")
 
 
+def running(run_dir: Path) -> dict[str, int]:
+    """Every part the launcher started that still runs: name -> pid."""
+    found = {path.stem: pid_of(run_dir, path.stem) for path in sorted(run_dir.glob("*.pid"))}
+    return {name: pid for name, pid in found.items() if pid is not None}
+
+
+def crashed(before: dict[str, int], after: dict[str, int], struck: tuple[str, ...]) -> list[str]:
+    """Parts that were running before the fault and died (or were replaced) without being struck:
+    a fault elsewhere must never take them down. The next scenario's ``heal`` would restart them
+    and hide it, so it is checked here."""
+    return sorted(name for name, pid in before.items() if name not in struck and after.get(name) != pid)
+
+
 def kill(run_dir: Path, name: str) -> int:
     """SIGKILL the part's whole process group; the pid that was killed."""
     pid = pid_of(run_dir, name)

@@ -43,6 +43,7 @@ def test_quick_fault_suite_loses_and_duplicates_nothing(stack_env: dict[str, str
         assert (es["missing"], es["duplicated"], es["wrong_version"]) == (0, 0, 0), (name, es)
         assert scenario["tracking"]["wrong"] == 0, (name, scenario["tracking"])
         assert scenario["time_to_recover_s"] is not None, name
+        assert scenario["crashed"] == [], name  # e.g. a consumer that died while the broker was away
     # killing the API refuses requests visibly (connection errors), it never acknowledges them
     api = by_name["kill-api"]
     assert api["refused"] > 0, api["statuses"]
