@@ -5,8 +5,10 @@ kafka-python's ``send`` returns a future that fails quietly when the broker neve
 an error a consumer may drop on the floor: a dead letter that is not in its topic is lost, since
 the offsets behind it are committed right after. So every record is kept until its future
 succeeded, and the rest are sent again after a backoff, for as long as it takes. A resend after
-an ambiguous failure may write a dead letter twice; readers of dead-letter topics key on the
-source position (the headers), so twice is harmless where never is not.
+an ambiguous failure may write a dead letter twice. The dead-letter topics are notification streams
+(the persister's durable record is its ``ingest_failures`` table, which ``replay`` reads), so a
+repeat costs a reader a duplicate it can recognise by the payload and headers; a loss costs the
+notification.
 """
 
 from __future__ import annotations
