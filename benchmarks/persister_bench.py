@@ -19,7 +19,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,10 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from benchmarks.chaos.faults import pause
-from benchmarks.harness.scenarios import STREAM_SIDE
-from loadgen.openloop import percentile
+from benchmarks.harness.observe import stored_latencies
+from benchmarks.harness.scenarios import STREAM_SIDE, Context, run_loadgen
+from loadgen.openloop import latency_summary
 from loadgen.rides import RideGenerator
-from xrides.request_ids import parse_request_id
 from xrides.ride import RideEnvelope, new_version, parse_ride
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,45 +120,15 @@ async def drain(
 
 async def end_to_end(env: dict[str, str], rate: float, seconds: float) -> dict[str, Any]:
     # The generator runs in its own process (as in `make bench`), so its CPU is not the persister's.
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "load.json"
-        generator = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loadgen.openloop", "--url", env["XRIDES_API_URL"],
-            "--rate", str(rate), "--seconds", str(seconds), "--record-ids", "--out", str(out),
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        await generator.wait()
-        load = orjson.loads(out.read_bytes())
-    positions = [(sent, parse_request_id(rid).position) for sent, rid in load["accepted"]]
-    pool = await asyncpg.create_pool(env["XRIDES_PG_DSN"], min_size=1, max_size=2)
-    deadline = time.monotonic() + 60
-    rows: list[Any] = []
-    while time.monotonic() < deadline:
-        rows = await pool.fetch(
-            "SELECT r.kafka_partition, r.kafka_offset, extract(epoch FROM r.stored_at) AS stored"
-            " FROM ride_receipts r JOIN unnest($1::int[], $2::bigint[]) AS p(part, off)"
-            " ON r.kafka_partition = p.part AND r.kafka_offset = p.off",
-            [p.partition for _, p in positions],
-            [p.offset for _, p in positions],
-        )
-        if len(rows) == len(positions):
-            break
-        await asyncio.sleep(0.5)
-    await pool.close()
-    stored = {(r["kafka_partition"], r["kafka_offset"]): float(r["stored"]) for r in rows}
-    latencies = sorted(
-        stored[(p.partition, p.offset)] - sent for sent, p in positions if (p.partition, p.offset) in stored
-    )
+    load = await run_loadgen(Context(env, RUN_DIR), ((seconds, rate),), extra=())
+    stored = await stored_latencies(env["XRIDES_PG_DSN"], [tuple(a) for a in load["accepted"]], within_s=60)
     return {
         "rate": rate,
         "seconds": seconds,
-        "accepted": len(positions),
-        "stored": len(latencies),
+        "accepted": len(load["accepted"]),
+        "stored": len(stored),
         "ack_latency_ms": load["latency_ms"],
-        "post_to_stored_ms": {
-            name: round(percentile(latencies, q) * 1000, 1)
-            for name, q in (("p50", 50), ("p99", 99), ("max", 100))
-        },
+        "post_to_stored_ms": latency_summary(stored),
     }
 
 

@@ -4,7 +4,6 @@ suite's kill-kafka scenario once found the persister dead after a broker restart
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -87,7 +86,6 @@ def _persister_consumer(script: list[Any]) -> RideConsumer:
     consumer.consumer = _Consumer(script)
     consumer._kafka_down_since = None
     consumer._kafka_retry_s = 0.01
-    consumer._lock = threading.Lock()
     return consumer
 
 
