@@ -18,7 +18,7 @@ help:
 	@echo "make up | down | status | lint | fmt | test-unit | test-integration | dashboards-preview | bench-quick"
 
 # The venv is rebuilt only when the lock file changes (the stamp records the last sync).
-$(VENV)/.synced: requirements.lock pyproject.toml
+$(VENV)/.synced: requirements.lock pyproject.toml client/pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(VPY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip sync --quiet --python $(VPY) requirements.lock
@@ -51,7 +51,7 @@ test-integration: up
 	$(WITH_ENV) $(VPY) -m pytest -q -m integration tests/integration
 
 test: install up
-	$(WITH_ENV) $(VPY) -m pytest -q tests
+	$(WITH_ENV) $(VPY) -m pytest -q tests client/tests
 	$(MAKE) --no-print-directory lint
 
 run: up

@@ -7,9 +7,9 @@ its crash safety are described in :mod:`archiver.archive` and ``docs/archiver.md
 """
 
 from archiver.archive import ArchiveCorrupt, Archiver, ArchiverBusy, DayOutcome, RunReport
-from archiver.manifest import Manifest, ManifestObject
-from archiver.schema import archive_schema
 from archiver.settings import ArchiverSettings
+from xrides.archive.manifest import Manifest, ManifestObject
+from xrides.archive.schema import archive_schema
 
 __all__ = [
     "ArchiveCorrupt",

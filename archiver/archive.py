@@ -41,8 +41,10 @@ import pyarrow.parquet as pq
 from elasticsearch import AsyncElasticsearch
 
 from archiver import metrics
-from archiver.manifest import Manifest, ManifestObject, describe_schema
-from archiver.schema import (
+from archiver.settings import ArchiverSettings
+from xrides import window
+from xrides.archive.manifest import Manifest, ManifestObject, describe_schema
+from xrides.archive.schema import (
     COLUMNS,
     DELTA_COLUMNS,
     PLAIN_COLUMNS,
@@ -53,9 +55,7 @@ from archiver.schema import (
     day_query,
     rows_to_table,
 )
-from archiver.settings import ArchiverSettings
-from archiver.store import ArchiveStore, sha256_hex
-from xrides import window
+from xrides.archive.store import ArchiveStore, sha256_hex
 from xrides.errors import XRidesError
 
 log = logging.getLogger("archiver")
@@ -183,7 +183,7 @@ class Archiver:
 
     def __init__(self, settings: ArchiverSettings, store: ArchiveStore | None = None) -> None:
         self.settings = settings
-        self.store = store or ArchiveStore(settings)
+        self.store = store or ArchiveStore(settings.store_config())
         self._conn: asyncpg.Connection | None = None
         self._es: AsyncElasticsearch | None = None
         # Fault injection for the resumability tests: called with a step name, may raise.

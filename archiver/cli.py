@@ -21,7 +21,7 @@ from archiver.archive import Archiver, ArchiverBusy
 from archiver.restore import restore
 from archiver.settings import ArchiverSettings
 from archiver.verify import verify
-from persister.migrate import migrate
+from xrides.db.migrate import migrate
 from xrides.health import RunStatus, check_health, start_status_server
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings

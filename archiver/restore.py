@@ -1,8 +1,9 @@
 """``restore``: re-drive archived days back into PostgreSQL and/or Elasticsearch, idempotently.
 
-PostgreSQL: the archived rows go through the same rule as the persister's: a row is applied only
-if it is at least as new, by ``(version, kafka_offset)``, as what ``ride_versions`` records for its
-booking, so a restore never overwrites a newer ride and running it twice changes nothing. A row
+PostgreSQL: the archived rows go through the persister's own version guard, the SQL function
+``apply_staged_rides`` (xrides/db/rides.py): a row is applied only if it is at least as new, by
+``(version, kafka_offset)``, as what ``ride_versions`` records for its booking, so a restore never
+overwrites a newer ride and running it twice changes nothing. A row
 missing from ``cab_rides`` (a dropped partition, a lost table) is inserted with every archived
 column, ``stored_at`` included: the day comes back exactly as it was archived.
 
@@ -26,42 +27,15 @@ import pyarrow as pa
 from elasticsearch import helpers
 
 from archiver.archive import Archiver, index_name, month_start
-from archiver.schema import COLUMNS
-from flink_jobs.enrich import ServiceRegion, enrich
-from flink_jobs.mapping import rides_template, template_name
+from xrides.archive.schema import COLUMNS
+from xrides.db.rides import ROW_COLUMNS
 from xrides.errors import XRidesError
 from xrides.ride import RIDE_FIELDS, Ride, format_timestamp
+from xrides.ride.enrich import ServiceRegion, enrich
+from xrides.search.templates import rides_template, template_name
 
 _RIDE_NAMES = tuple(f.name for f in RIDE_FIELDS)
-_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("booking_id", "from_date"))
-
-_APPLY = f"""
-WITH winners AS (
-    SELECT r.*, EXISTS (
-        SELECT 1 FROM cab_rides c WHERE c.booking_id = r.booking_id AND c.from_date = r.from_date
-    ) AS existed
-    FROM restore_rides r LEFT JOIN ride_versions v ON v.booking_id = r.booking_id
-    WHERE v.booking_id IS NULL OR (r.version, r.kafka_offset) >= (v.version, v.kafka_offset)
-), moved AS (
-    DELETE FROM cab_rides c USING winners w JOIN ride_versions v ON v.booking_id = w.booking_id
-    WHERE c.booking_id = w.booking_id AND c.from_date = v.from_date AND v.from_date <> w.from_date
-      AND (w.version, w.kafka_offset) > (v.version, v.kafka_offset)
-), versions AS (
-    INSERT INTO ride_versions AS v (booking_id, version, from_date, kafka_partition, kafka_offset)
-    SELECT booking_id, version, from_date, kafka_partition, kafka_offset FROM winners
-    ON CONFLICT (booking_id) DO UPDATE
-        SET version = excluded.version, from_date = excluded.from_date,
-            kafka_partition = excluded.kafka_partition, kafka_offset = excluded.kafka_offset
-        WHERE (excluded.version, excluded.kafka_offset) > (v.version, v.kafka_offset)
-), applied AS (
-    INSERT INTO cab_rides AS c ({", ".join(COLUMNS)})
-    SELECT {", ".join(COLUMNS)} FROM winners
-    ON CONFLICT (booking_id, from_date) DO UPDATE SET {_UPDATES}
-        WHERE (c.version, c.kafka_offset) < (excluded.version, excluded.kafka_offset)
-    RETURNING booking_id
-)
-SELECT NOT w.existed AS inserted FROM applied a JOIN winners w USING (booking_id)
-"""  # noqa: S608 - identifiers from the archive schema
+assert COLUMNS == ROW_COLUMNS, "an archived row is a cab_rides row, column for column"
 
 
 class RestoreError(XRidesError):
@@ -118,17 +92,18 @@ async def _to_postgres(archiver: Archiver, table: pa.Table, result: DayRestore, 
     try:
         async with conn.transaction():
             await conn.execute(
-                "CREATE TEMP TABLE restore_rides (LIKE cab_rides INCLUDING DEFAULTS) ON COMMIT DROP"
+                "CREATE TEMP TABLE stage_rides (LIKE cab_rides INCLUDING DEFAULTS) ON COMMIT DROP"
             )
-            await conn.copy_records_to_table("restore_rides", records=records, columns=COLUMNS)
+            await conn.copy_records_to_table("stage_rides", records=records, columns=COLUMNS)
             await conn.execute(
-                "INSERT INTO customers (user_id) SELECT DISTINCT user_id FROM restore_rides ORDER BY 1"
+                "INSERT INTO customers (user_id) SELECT DISTINCT user_id FROM stage_rides ORDER BY 1"
                 " ON CONFLICT (user_id) DO NOTHING;"
                 " INSERT INTO cab_drivers (driver_id, vehicle_model_id)"
-                " SELECT DISTINCT ON (driver_id) driver_id, vehicle_model_id FROM restore_rides"
+                " SELECT DISTINCT ON (driver_id) driver_id, vehicle_model_id FROM stage_rides"
                 " ORDER BY driver_id, version DESC ON CONFLICT (driver_id) DO NOTHING"
             )
-            applied = await conn.fetch(_APPLY)
+            # the version guard the persister applies too (xrides/db/rides.py)
+            applied = await conn.fetch("SELECT booking_id, inserted FROM apply_staged_rides(true)")
             result.pg_inserted = sum(1 for r in applied if r["inserted"])
             result.pg_updated = len(applied) - result.pg_inserted
             result.pg_unchanged = len(records) - len(applied)

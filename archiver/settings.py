@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
+from xrides.archive.store import StoreConfig
 from xrides.window import reference_or_now
 
 
@@ -25,6 +26,7 @@ class ArchiverSettings:
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; deployments set it
     s3_bucket: str = "xrides-archive"
+    s3_region: str = "us-east-1"  # the local S3 server's; a deployment names its own region
     archive_prefix: str = "rides"  # s3://<bucket>/<prefix>/dt=YYYY-MM-DD/part-<generation>-<n>.parquet
     hot_days: int = 60  # days older than this (whole UTC days) are archived, then leave Elasticsearch
     reference_time: str = ""  # ISO 8601; empty = now. The same setting as the Flink job's.
@@ -38,6 +40,16 @@ class ArchiverSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9104
     log_level: str = "INFO"
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(
+            self.s3_endpoint,
+            self.s3_access_key,
+            self.s3_secret_key,
+            self.s3_bucket,
+            self.archive_prefix,
+            self.s3_region,
+        )
 
     def reference(self) -> datetime:
         """The moment "now" means for the hot window (a fixed time when replaying history)."""

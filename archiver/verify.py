@@ -17,9 +17,9 @@ import pyarrow.compute as pc
 
 from archiver import metrics
 from archiver.archive import Archiver, decode_parquet
-from archiver.manifest import Manifest, describe_schema
-from archiver.schema import archive_schema, canonical
-from archiver.store import MANIFEST_NAME, sha256_hex
+from xrides.archive.manifest import Manifest, describe_schema
+from xrides.archive.schema import archive_schema, canonical
+from xrides.archive.store import MANIFEST_NAME, ArchiveStore, sha256_hex
 
 
 @dataclass(slots=True)
@@ -89,62 +89,16 @@ async def verify(archiver: Archiver, first: date | None, last: date | None) -> V
     for day in days:
         check = DayCheck(day)
         report.days.append(check)
-        objects = {o.key: o.size for o in await asyncio.to_thread(store.objects, store.day_prefix(day))}
-        raw = await asyncio.to_thread(store.get, store.manifest_key(day))
-        if raw is None:
-            check.problems.append(f"no {MANIFEST_NAME}: {len(objects)} objects not covered by any manifest")
+        manifest = await _read_manifest(store, day, check)
+        if manifest is None:
             continue
-        try:
-            manifest = Manifest.from_json(raw)
-        except (ValueError, TypeError, KeyError) as exc:
-            check.problems.append(f"unreadable manifest: {exc}")
-            continue
-        if manifest.day != day:
-            check.problems.append(f"manifest names day {manifest.day}")
-        if manifest.columns != describe_schema(archive_schema()):
-            check.problems.append("manifest columns differ from the archive schema")
-        listed = {o.key for o in manifest.objects}
-        for extra in sorted(set(objects) - listed - {store.manifest_key(day)}):
-            check.problems.append(
-                f"{extra}: object not listed in the manifest (readers of the prefix would see it)"
-            )
-        tables = []
-        for obj in manifest.objects:
-            check.objects += 1
-            data = await asyncio.to_thread(store.get, obj.key)
-            if data is None:
-                check.problems.append(f"{obj.key}: missing")
-                continue
-            if len(data) != obj.bytes:
-                check.problems.append(f"{obj.key}: {len(data)} bytes, the manifest says {obj.bytes}")
-            if sha256_hex(data) != obj.sha256:
-                check.problems.append(f"{obj.key}: sha256 differs from the manifest")
-            try:
-                table = await asyncio.to_thread(decode_parquet, data)
-            except (pa.ArrowException, OSError) as exc:
-                check.problems.append(f"{obj.key}: not readable as Parquet: {exc}")
-                continue
-            if table.num_rows != obj.rows:
-                check.problems.append(f"{obj.key}: {table.num_rows} rows, the manifest says {obj.rows}")
-            if not table.schema.equals(archive_schema()):
-                check.problems.append(f"{obj.key}: schema differs from the archive schema")
-                continue
-            tables.append(table)
-        if len(tables) != len(manifest.objects):
+        tables = await _read_objects(store, manifest, check)
+        if tables is None:
             continue
         archived = (
             canonical(pa.concat_tables(tables)) if tables else canonical(archive_schema().empty_table())
         )
-        check.rows = archived.num_rows
-        if archived.num_rows != manifest.rows:
-            check.problems.append(f"{archived.num_rows} rows, the manifest says {manifest.rows}")
-        ids = archived.column("booking_id")
-        if archived.num_rows and (
-            pc.min(ids).as_py() != manifest.min_booking_id or pc.max(ids).as_py() != manifest.max_booking_id
-        ):
-            check.problems.append("min/max booking id differ from the manifest")
-        if archived.num_rows != len(set(ids.to_pylist())):
-            check.problems.append("a booking id appears more than once")
+        _check_rows(archived, manifest, check)
         if day.replace(day=1) not in dropped:
             pg = await archiver.read_postgres_day(day)
             check.compared_with_postgres = True
@@ -152,3 +106,67 @@ async def verify(archiver: Archiver, first: date | None, last: date | None) -> V
                 check.problems.extend(diff_tables(archived, pg))
     metrics.VERIFY_FAILURES.inc(len(report.problems))
     return report
+
+
+async def _read_manifest(store: ArchiveStore, day: date, check: DayCheck) -> Manifest | None:
+    """The day's manifest, checked against the objects under the day's prefix; None if unreadable."""
+    objects = {o.key: o.size for o in await asyncio.to_thread(store.objects, store.day_prefix(day))}
+    raw = await asyncio.to_thread(store.get, store.manifest_key(day))
+    if raw is None:
+        check.problems.append(f"no {MANIFEST_NAME}: {len(objects)} objects not covered by any manifest")
+        return None
+    try:
+        manifest = Manifest.from_json(raw)
+    except (ValueError, TypeError, KeyError) as exc:
+        check.problems.append(f"unreadable manifest: {exc}")
+        return None
+    if manifest.day != day:
+        check.problems.append(f"manifest names day {manifest.day}")
+    if manifest.columns != describe_schema(archive_schema()):
+        check.problems.append("manifest columns differ from the archive schema")
+    listed = {o.key for o in manifest.objects}
+    for extra in sorted(set(objects) - listed - {store.manifest_key(day)}):
+        check.problems.append(
+            f"{extra}: object not listed in the manifest (readers of the prefix would see it)"
+        )
+    return manifest
+
+
+async def _read_objects(store: ArchiveStore, manifest: Manifest, check: DayCheck) -> list[pa.Table] | None:
+    """Every listed object, checked for size, checksum, rows and schema; None when one is unusable."""
+    tables = []
+    for obj in manifest.objects:
+        check.objects += 1
+        data = await asyncio.to_thread(store.get, obj.key)
+        if data is None:
+            check.problems.append(f"{obj.key}: missing")
+            continue
+        if len(data) != obj.bytes:
+            check.problems.append(f"{obj.key}: {len(data)} bytes, the manifest says {obj.bytes}")
+        if sha256_hex(data) != obj.sha256:
+            check.problems.append(f"{obj.key}: sha256 differs from the manifest")
+        try:
+            table = await asyncio.to_thread(decode_parquet, data)
+        except (pa.ArrowException, OSError) as exc:
+            check.problems.append(f"{obj.key}: not readable as Parquet: {exc}")
+            continue
+        if table.num_rows != obj.rows:
+            check.problems.append(f"{obj.key}: {table.num_rows} rows, the manifest says {obj.rows}")
+        if not table.schema.equals(archive_schema()):
+            check.problems.append(f"{obj.key}: schema differs from the archive schema")
+            continue
+        tables.append(table)
+    return tables if len(tables) == len(manifest.objects) else None
+
+
+def _check_rows(archived: pa.Table, manifest: Manifest, check: DayCheck) -> None:
+    check.rows = archived.num_rows
+    if archived.num_rows != manifest.rows:
+        check.problems.append(f"{archived.num_rows} rows, the manifest says {manifest.rows}")
+    ids = archived.column("booking_id")
+    if archived.num_rows and (
+        pc.min(ids).as_py() != manifest.min_booking_id or pc.max(ids).as_py() != manifest.max_booking_id
+    ):
+        check.problems.append("min/max booking id differ from the manifest")
+    if archived.num_rows != len(set(ids.to_pylist())):
+        check.problems.append("a booking id appears more than once")

@@ -28,11 +28,11 @@ import orjson
 
 from archiver.archive import Archiver, cutoff_day
 from archiver.settings import ArchiverSettings
-from archiver.store import ArchiveStore
 from archiver.verify import verify
-from persister.migrate import migrate
+from loadgen.synthetic import iter_rides
 from persister.writer import Message, RideWriter
-from query_dsl.synthetic import iter_rides
+from xrides.archive.store import ArchiveStore
+from xrides.db.migrate import migrate
 from xrides.ride import RideEnvelope
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ async def prepare(settings: ArchiverSettings, rides: int, days: int) -> float:
     await admin.execute(f'CREATE DATABASE "{DB}"')
     await admin.close()
     await migrate(settings.pg_dsn)
-    store = ArchiveStore(settings)
+    store = ArchiveStore(settings.store_config())
     for obj in store.objects(store.prefix + "/"):
         store.delete(obj.key)
     writer = RideWriter(settings.pg_dsn, "archbench")
@@ -156,7 +156,7 @@ def main() -> None:
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     print(f"written to {out.relative_to(REPO)}")
     if not args.keep:
-        store = ArchiveStore(settings)
+        store = ArchiveStore(settings.store_config())
         for obj in store.objects(store.prefix + "/"):
             store.delete(obj.key)
 

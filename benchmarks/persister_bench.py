@@ -25,14 +25,15 @@ from typing import Any
 
 import asyncpg
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from benchmarks.chaos.faults import pause
 from benchmarks.harness.observe import stored_latencies
 from benchmarks.harness.scenarios import STREAM_SIDE, Context, run_loadgen
 from loadgen.openloop import latency_summary
 from loadgen.rides import RideGenerator
+from xrides.kafka import DeliveryProducer, KafkaConfig, OutRecord, TopicReader
 from xrides.ride import RideEnvelope, new_version, parse_ride
+from xrides.topics import RIDES
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".stack" / "run"
@@ -42,28 +43,31 @@ def stack(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "deploy.stack", *args], cwd=REPO, check=True, timeout=300)
 
 
+# Records handed to the producer at once: well inside librdkafka's local queue (100,000 messages by
+# default), so none is refused for a full queue and sent again.
+PREFILL_CHUNK = 50_000
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    reader = TopicReader(KafkaConfig(bootstrap, "persister-bench"))
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        return {
-            tp.partition: o
-            for tp, o in consumer.end_offsets([TopicPartition(topic, p) for p in parts]).items()
-        }
+        return {partition: marks.high for partition, marks in reader.watermarks(topic).items()}
     finally:
-        consumer.close()
+        reader.close()
 
 
 def prefill(bootstrap: str, count: int) -> float:
+    """Write ``count`` envelopes to ``rides`` (acks=all, idempotent); records/s until all acknowledged."""
     generator = RideGenerator(seed=int(time.time()), first_booking_id=5 * 10**12 + int(time.time()))
     envelopes = [RideEnvelope(parse_ride(generator.ride()), new_version()) for _ in range(count)]
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024)
+    producer = DeliveryProducer(KafkaConfig(bootstrap, "persister-bench"))
     started = time.perf_counter()
-    for envelope in envelopes:
-        producer.send("rides", key=envelope.key(), value=envelope.encode())
-    producer.flush()
+    records = [OutRecord(RIDES.name, e.encode(), key=e.key()) for e in envelopes]
+    for begin in range(0, len(records), PREFILL_CHUNK):
+        producer.send_all(records[begin : begin + PREFILL_CHUNK])
+    elapsed = time.perf_counter() - started
     producer.close()
-    return count / (time.perf_counter() - started)
+    return count / elapsed
 
 
 async def receipts_since(pool: asyncpg.Pool, starts: dict[int, int]) -> int:
@@ -95,7 +99,7 @@ async def drain(
 ) -> dict[str, Any]:
     bootstrap = env["XRIDES_KAFKA_BOOTSTRAP"]
     stack("down", "--only", "persister")
-    starts = end_offsets(bootstrap, "rides")
+    starts = end_offsets(bootstrap, RIDES.name)
     produce_rate = prefill(bootstrap, count)
     pool = await asyncpg.create_pool(env["XRIDES_PG_DSN"], min_size=1, max_size=2)
     started = time.perf_counter()

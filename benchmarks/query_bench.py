@@ -2,7 +2,7 @@
 
     python benchmarks/query_bench.py --rides 1000000 --days 30 --repeat 5 [--skip-load]
 
-Uses the running local stack (`make up`). The rides come from ``query_dsl.synthetic`` (the load
+Uses the running local stack (`make up`). The rides come from ``loadgen.synthetic`` (the load
 generator's Bangalore mix, booking times uniform over ``--days`` days before now, 60% with a
 drop-off time), written to their own table (``bench_query.cab_rides``, monthly partitioning as in
 the system of record), daily indices (``benchrides-*``, the Flink job's template and ``enrich``)
@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from loadgen.synthetic import iter_rides, load_all
 from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
 from query_dsl.result import Result
-from query_dsl.synthetic import iter_rides, load_all
 from xrides.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ from typing import Any
 import asyncpg
 
 from loadgen.rides import RideGenerator
-from persister.consumer import decode
+from persister.sink import decode
 from persister.writer import Message, RideWriter
+from xrides.kafka import Record
 from xrides.ride import RideEnvelope, new_version, parse_ride
 
 BOOKINGS_FROM = 970_000_000_000_000  # far above any generated booking id
@@ -30,18 +31,11 @@ OFFSETS_FROM = 10**12  # far above any offset the local topics reach
 GROUP, TOPIC, PARTITION = "writer-bench", "rides-writer-bench", 0
 
 
-class _Record:
-    """What ``decode`` reads from a consumed Kafka record."""
-
-    def __init__(self, offset: int, value: bytes) -> None:
-        self.topic, self.partition, self.offset, self.key, self.value = TOPIC, PARTITION, offset, None, value
-
-
 def batch(generator: RideGenerator, first_offset: int, size: int) -> list[Message]:
     messages = []
     for index in range(size):
         envelope = RideEnvelope(ride=parse_ride(generator.ride()), version=new_version(), source="bench")
-        messages.append(decode(_Record(first_offset + index, envelope.encode())))
+        messages.append(decode(Record(TOPIC, PARTITION, first_offset + index, None, envelope.encode())))
     return messages
 
 

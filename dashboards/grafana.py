@@ -3,7 +3,7 @@
 ``python -m dashboards generate`` writes :func:`dashboard` to ``dashboards/grafana/xrides.json``,
 which docker-compose's Grafana provisions (deploy/compose/grafana/dashboards.yml) against the
 Prometheus datasource of uid ``prometheus``. The queries use the metric names the processes
-expose (``ingest_service/metrics.py``, ``persister/metrics.py``, ``flink_jobs/indexer.py``,
+expose (``ingest_service/metrics.py``, ``persister/metrics.py``, ``indexer/sink.py``,
 ``archiver/metrics.py``, ``reconcile/metrics.py``) and the scrape jobs named after the platform
 registry (``deploy/stack/platform.py``), so the same dashboard works on the local stack and on
 Docker; the integration test runs every query against the local Prometheus.

@@ -3,7 +3,7 @@
 Each chart runs the very request its Kibana panel sends (:func:`dashboards.kibana.es_request`)
 and draws the rows Lens would draw (:func:`dashboards.kibana.rows`) with matplotlib's Agg backend,
 so the pictures show what the dashboard shows, without a Kibana. By default the rides are
-synthetic (``query_dsl.synthetic``: XRides' 2013 mix over the last 25 days), loaded under names
+synthetic (``loadgen.synthetic``: XRides' 2013 mix over the last 25 days), loaded under names
 of their own (``preview-rides-*``, ``dash_preview.cab_rides``, ``s3://<bucket>/preview/rides``);
 ``--rides 0 --prefix rides-`` draws the platform's own indices instead.
 """
@@ -48,7 +48,7 @@ def time_range(now: datetime) -> tuple[str, str]:
 
 
 async def load_synthetic(settings: QuerySettings, rides: int, now: datetime) -> QuerySettings:
-    from query_dsl.synthetic import load_all, make_rides  # noqa: PLC0415 - only when loading
+    from loadgen.synthetic import load_all, make_rides  # noqa: PLC0415 - only when loading
 
     target = replace(
         settings,

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from flink_jobs.enrich import ServiceRegion, daily_index, enrich
 from xrides.ride import RideEnvelope, RideValidationError, decode_envelope, format_timestamp
+from xrides.ride.enrich import ServiceRegion, daily_index, enrich
 from xrides.window import oldest_hot
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from flink_jobs.mapping import LOG_PROPERTIES
+from xrides.search.templates import LOG_PROPERTIES
 
 # Top-level names the template maps as objects: a line whose ``extra=`` used one of them for a
 # plain value (``error="..."``) would be refused, so such a value is moved aside.

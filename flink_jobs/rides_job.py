@@ -21,17 +21,19 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flink_jobs.actions import BookingState, Window, encode, plan_ride
 from flink_jobs.demand import WINDOW_MS, DemandEvent, demand_action, demand_event, late_action
-from flink_jobs.enrich import ServiceRegion
-from flink_jobs.health import serve_health
 from flink_jobs.logs import log_action
 from flink_jobs.settings import StreamSettings
-from flink_jobs.topics import ensure_topics
+from xrides.health import serve_in_thread
+from xrides.kafka import KafkaConfig, ensure_topics
+from xrides.ride.enrich import ServiceRegion
+from xrides.topics import RIDES_ES, RIDES_ES_DLQ
 from xrides.window import parse_reference
 
 log = logging.getLogger("flink_jobs.rides")
@@ -106,32 +108,9 @@ def restore_point(settings: StreamSettings) -> Path | None:
     return chosen
 
 
-def build(settings: StreamSettings) -> Any:
-    """The job graph (PyFlink is imported here: it starts a JVM gateway)."""
-    if settings.python_execution_mode == "thread":
-        embedded_python_path()
-    from pyflink.common import Configuration, Duration, Time, Types, WatermarkStrategy  # noqa: PLC0415
-    from pyflink.common.serialization import SimpleStringSchema  # noqa: PLC0415
-    from pyflink.common.watermark_strategy import TimestampAssigner  # noqa: PLC0415
-    from pyflink.datastream import (  # noqa: PLC0415
-        CheckpointingMode,
-        KeyedProcessFunction,
-        OutputTag,
-        ProcessWindowFunction,
-        RuntimeContext,
-        StreamExecutionEnvironment,
-    )
-    from pyflink.datastream.connectors.base import DeliveryGuarantee  # noqa: PLC0415
-    from pyflink.datastream.connectors.kafka import (  # noqa: PLC0415
-        KafkaOffsetResetStrategy,
-        KafkaOffsetsInitializer,
-        KafkaRecordSerializationSchema,
-        KafkaSink,
-        KafkaSource,
-    )
-    from pyflink.datastream.state import ValueStateDescriptor  # noqa: PLC0415
-    from pyflink.datastream.window import TumblingEventTimeWindows  # noqa: PLC0415
-    from pyflink.util.java_utils import add_jars_to_context_class_loader  # noqa: PLC0415
+def configuration(settings: StreamSettings) -> tuple[Any, list[Path]]:
+    """Flink's configuration for this job, and the connector jars it ships."""
+    from pyflink.common import Configuration  # noqa: PLC0415
 
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
@@ -157,34 +136,48 @@ def build(settings: StreamSettings) -> Any:
         # an operator added since (or a renamed one) starts empty instead of failing the start
         conf.set_string("execution.state-recovery.ignore-unclaimed-state", "true")
         log.info("restoring from checkpoint", extra={"flink.checkpoint": str(restore)})
-    if settings.flink_remote:  # submit to a Flink cluster (compose) instead of the mini cluster
+    if settings.flink_remote:  # submit to a Flink cluster instead of the mini cluster
         host, _, port = settings.flink_remote.partition(":")
         conf.set_string("execution.target", "remote")
         conf.set_string("rest.address", host)
         conf.set_string("rest.port", port or "8081")
     else:  # a mini cluster picks free ports, so several jobs (tests beside `make up`'s) can run
         conf.set_string("rest.bind-port", "0")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    # ``pipeline.jars`` ships the jars to the job; the client side (this gateway, which builds the
-    # KafkaSource) must see them too. Left to chance, the gateway sometimes lacked them on a
-    # restart ("Could not found the Java class ...KafkaSource.builder"): add them explicitly.
-    add_jars_to_context_class_loader([jar.as_uri() for jar in jars])
-    env.set_parallelism(1)
-    env.enable_checkpointing(settings.checkpoint_interval_ms, CheckpointingMode.AT_LEAST_ONCE)
+    return conf, jars
 
-    # Latin-1 maps every byte to one character, so any payload (even poison) survives the trip
-    # into Python and is turned back into the original bytes there.
-    source = (
+
+def kafka_source(settings: StreamSettings, topic: str, group_id: str) -> Any:
+    """A source of raw messages, resuming from the group's offsets committed on checkpoints.
+
+    Latin-1 maps every byte to one character, so any payload (even poison) survives the trip
+    into Python and is turned back into the original bytes there.
+    """
+    from pyflink.common.serialization import SimpleStringSchema  # noqa: PLC0415
+    from pyflink.datastream.connectors.kafka import (  # noqa: PLC0415
+        KafkaOffsetResetStrategy,
+        KafkaOffsetsInitializer,
+        KafkaSource,
+    )
+
+    return (
         KafkaSource.builder()
         .set_bootstrap_servers(settings.kafka_bootstrap)
-        .set_topics(settings.rides_topic)
-        .set_group_id(settings.flink_group_id)
+        .set_topics(topic)
+        .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
         .set_value_only_deserializer(SimpleStringSchema("ISO-8859-1"))
         .set_property("commit.offsets.on.checkpoint", "true")
         .build()
     )
-    sink = (
+
+
+def actions_sink(settings: StreamSettings) -> Any:
+    """The indexer's topic, at least once (the actions are idempotent)."""
+    from pyflink.common.serialization import SimpleStringSchema  # noqa: PLC0415
+    from pyflink.datastream.connectors.base import DeliveryGuarantee  # noqa: PLC0415
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink  # noqa: PLC0415
+
+    return (
         KafkaSink.builder()
         .set_bootstrap_servers(settings.kafka_bootstrap)
         .set_record_serializer(
@@ -196,24 +189,27 @@ def build(settings: StreamSettings) -> Any:
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
         .build()
     )
-    reference = parse_reference(settings.reference_time)
-    window = Window(settings.hot_days, reference)
+
+
+def booking_key(raw: str) -> tuple[str, str]:
+    """The envelope's booking id, cheaply; poison gets one shared key (it is dead-lettered anyway)."""
+    marker = raw.find('"booking_id":')
+    if marker < 0:
+        return "?", raw
+    end = raw.find(",", marker)
+    return raw[marker + 13 : end].strip(), raw
+
+
+def ride_pipeline(env: Any, settings: StreamSettings, demand_tag: Any) -> Any:
+    """rides -> keyed by booking -> index/delete actions; accepted versions to ``demand_tag``."""
+    from pyflink.common import Types, WatermarkStrategy  # noqa: PLC0415
+    from pyflink.datastream import KeyedProcessFunction, RuntimeContext  # noqa: PLC0415
+    from pyflink.datastream.state import ValueStateDescriptor  # noqa: PLC0415
+
+    window = Window(settings.hot_days, parse_reference(settings.reference_time))
     zone = ZoneInfo(settings.local_zone)
     region = ServiceRegion()
     prefix = settings.es_rides_prefix
-    demand_prefix = settings.es_demand_prefix
-    demand_type = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(), Types.LONG()])
-
-    class Tag(OutputTag):  # type: ignore[misc]
-        """PyFlink's tag drops the tuple's Java type when pickled, not its fields' (py4j objects)."""
-
-        def __getstate__(self) -> Any:
-            for field in getattr(self.type_info, "_field_types", ()):
-                field._j_typeinfo = None
-            return super().__getstate__()
-
-    demand_tag = Tag("demand", demand_type)
-    late_tag = Tag("demand-late", demand_type)
 
     class Plan(KeyedProcessFunction):  # type: ignore[misc]
         """Keyed by booking: remembers where the booking's current version is indexed."""
@@ -232,6 +228,29 @@ def build(settings: StreamSettings) -> Any:
             if envelope is not None:  # an accepted version: one event for the demand windows
                 yield demand_tag, demand_event(envelope).as_tuple()
 
+    source = kafka_source(settings, settings.rides_topic, settings.flink_group_id)
+    return (
+        env.from_source(source, WatermarkStrategy.no_watermarks(), "rides")
+        .uid("rides-source")
+        .map(booking_key, output_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
+        .uid("booking-key")
+        .key_by(lambda pair: pair[0], key_type=Types.STRING())
+        .process(Plan(), output_type=Types.STRING())
+        .uid("plan")
+    )
+
+
+def demand_pipelines(rides: Any, settings: StreamSettings, demand_tag: Any, late_tag: Any) -> list[Any]:
+    """5-minute demand windows per pickup area (event time starts here: only accepted ride
+    versions carry a booking time), and the late events' skip actions."""
+    from pyflink.common import Duration, Time, Types, WatermarkStrategy  # noqa: PLC0415
+    from pyflink.common.watermark_strategy import TimestampAssigner  # noqa: PLC0415
+    from pyflink.datastream import ProcessWindowFunction  # noqa: PLC0415
+    from pyflink.datastream.window import TumblingEventTimeWindows  # noqa: PLC0415
+
+    window = Window(settings.hot_days, parse_reference(settings.reference_time))
+    demand_prefix = settings.es_demand_prefix
+
     class BookingTime(TimestampAssigner):  # type: ignore[misc]
         def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
             return int(value[4])
@@ -246,24 +265,6 @@ def build(settings: StreamSettings) -> Any:
             now_ms = context.current_processing_time()
             yield encode(demand_action(key, span.start, span.end, events, demand_prefix, oldest_ms, now_ms))
 
-    def booking_key(raw: str) -> tuple[str, str]:
-        # The envelope's booking id, cheaply; poison gets one shared key (it is dead-lettered anyway).
-        marker = raw.find('"booking_id":')
-        if marker < 0:
-            return "?", raw
-        end = raw.find(",", marker)
-        return raw[marker + 13 : end].strip(), raw
-
-    rides = (
-        env.from_source(source, WatermarkStrategy.no_watermarks(), "rides")
-        .uid("rides-source")
-        .map(booking_key, output_type=Types.TUPLE([Types.STRING(), Types.STRING()]))
-        .uid("booking-key")
-        .key_by(lambda pair: pair[0], key_type=Types.STRING())
-        .process(Plan(), output_type=Types.STRING())
-        .uid("plan")
-    )
-    # Event time starts here, not at the source: only accepted ride versions carry a booking time.
     windows = (
         rides.get_side_output(demand_tag)
         .assign_timestamps_and_watermarks(
@@ -281,37 +282,67 @@ def build(settings: StreamSettings) -> Any:
     late = windows.get_side_output(late_tag).map(
         lambda event: encode(late_action(DemandEvent.from_tuple(event))), output_type=Types.STRING()
     )
-    outputs = [windows, late]
+    return [windows, late]
+
+
+def logs_pipeline(env: Any, settings: StreamSettings) -> Any:
+    """The platform's log lines as index actions for ``logs-*``."""
+    from pyflink.common import Types, WatermarkStrategy  # noqa: PLC0415
+
+    logs_prefix = settings.es_logs_prefix
+    source = kafka_source(settings, settings.logs_topic, f"{settings.flink_group_id}-logs")
+    return (
+        env.from_source(source, WatermarkStrategy.no_watermarks(), "logs")
+        .uid("logs-source")
+        .map(lambda raw: encode(log_action(raw.encode("latin-1"), logs_prefix)), output_type=Types.STRING())
+    )
+
+
+def build(settings: StreamSettings) -> Any:
+    """The job graph (PyFlink is imported here: it starts a JVM gateway)."""
+    if settings.python_execution_mode == "thread":
+        embedded_python_path()
+    from pyflink.common import Types  # noqa: PLC0415
+    from pyflink.datastream import CheckpointingMode, OutputTag, StreamExecutionEnvironment  # noqa: PLC0415
+    from pyflink.util.java_utils import add_jars_to_context_class_loader  # noqa: PLC0415
+
+    conf, jars = configuration(settings)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # ``pipeline.jars`` ships the jars to the job; the client side (this gateway, which builds the
+    # KafkaSource) must see them too. Left to chance, the gateway sometimes lacked them on a
+    # restart ("Could not found the Java class ...KafkaSource.builder"): add them explicitly.
+    add_jars_to_context_class_loader([jar.as_uri() for jar in jars])
+    env.set_parallelism(1)
+    env.enable_checkpointing(settings.checkpoint_interval_ms, CheckpointingMode.AT_LEAST_ONCE)
+
+    class Tag(OutputTag):  # type: ignore[misc]
+        """PyFlink's tag drops the tuple's Java type when pickled, not its fields' (py4j objects)."""
+
+        def __getstate__(self) -> Any:
+            for field in getattr(self.type_info, "_field_types", ()):
+                field._j_typeinfo = None
+            return super().__getstate__()
+
+    demand_type = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG(), Types.INT(), Types.LONG()])
+    demand_tag = Tag("demand", demand_type)
+    late_tag = Tag("demand-late", demand_type)
+    rides = ride_pipeline(env, settings, demand_tag)
+    outputs = demand_pipelines(rides, settings, demand_tag, late_tag)
     if settings.logs_topic:
-        logs_source = (
-            KafkaSource.builder()
-            .set_bootstrap_servers(settings.kafka_bootstrap)
-            .set_topics(settings.logs_topic)
-            .set_group_id(f"{settings.flink_group_id}-logs")
-            .set_starting_offsets(
-                KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
-            )
-            .set_value_only_deserializer(SimpleStringSchema("ISO-8859-1"))
-            .set_property("commit.offsets.on.checkpoint", "true")
-            .build()
-        )
-        logs_prefix = settings.es_logs_prefix
-        outputs.append(
-            env.from_source(logs_source, WatermarkStrategy.no_watermarks(), "logs")
-            .uid("logs-source")
-            .map(
-                lambda raw: encode(log_action(raw.encode("latin-1"), logs_prefix)), output_type=Types.STRING()
-            )
-        )
-    rides.union(*outputs).sink_to(sink)
+        outputs.append(logs_pipeline(env, settings))
+    rides.union(*outputs).sink_to(actions_sink(settings))
     return env
 
 
 def run(settings: StreamSettings) -> None:
-    ensure_topics(settings)
+    kafka = KafkaConfig(settings.kafka_bootstrap, "xrides-stream-setup")
+    ensure_topics(
+        kafka,
+        [replace(RIDES_ES, name=settings.actions_topic), replace(RIDES_ES_DLQ, name=settings.es_dlq_topic)],
+    )
     env = build(settings)
     # Healthy once the job graph is built and handed to Flink (execute() blocks for the job's life).
-    serve_health(settings.metrics_host, settings.job_metrics_port, lambda: True)
+    serve_in_thread(settings.metrics_host, settings.job_metrics_port, lambda: ({"status": "ok"}, True))
     log.info("rides job starting", extra={"kafka.topic": settings.rides_topic})
     env.execute("xrides-rides-enrichment")
 

@@ -1,9 +1,11 @@
-"""Settings of the stream job and the indexer: ``XRIDES_*`` variables, local-stack defaults."""
+"""Settings of the stream job: ``XRIDES_*`` variables, local-stack defaults."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
+
+from xrides.topics import LOGS, RIDES, RIDES_ES, RIDES_ES_DLQ
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,16 +14,15 @@ class StreamSettings:
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     es_url: str = "http://127.0.0.1:19200"
-    rides_topic: str = "rides"
-    actions_topic: str = "rides.es"  # the job's output: index/delete actions for the indexer
-    es_dlq_topic: str = "rides.es-dlq"  # documents Elasticsearch refused, with the reason
+    rides_topic: str = RIDES.name
+    actions_topic: str = RIDES_ES.name  # the job's output: index/delete actions for the indexer
+    es_dlq_topic: str = RIDES_ES_DLQ.name  # created with actions_topic (the indexer writes it)
     flink_group_id: str = "xrides-flink-rides"
-    indexer_group_id: str = "xrides-es-indexer"
     es_rides_prefix: str = "rides-"
     es_demand_prefix: str = "ride-demand-"  # 5-minute demand windows per pickup area
     demand_max_delay_s: int = 60  # watermark: how far out of order booking times may arrive
     demand_lateness_s: int = 1800  # a window is updated by late events for this long after it closed
-    logs_topic: str = "logs"  # the platform's JSON log lines; empty = the job does not index logs
+    logs_topic: str = LOGS.name  # the platform's JSON log lines; empty = the job does not index logs
     es_logs_prefix: str = "logs-"
     hot_days: int = 60  # rides whose pickup is older than this are not indexed (the archive has them)
     reference_time: str = ""  # ISO 8601; empty = now. Moves the hot window for replayed history.
@@ -35,9 +36,6 @@ class StreamSettings:
     flink_jars_dir: str = ".stack/downloads/flink-jars/lib"
     flink_state_dir: str = ".stack/flink"
     flink_restore: str = "latest"  # "latest" retained checkpoint, "none", or a checkpoint path
-    indexer_batch_max: int = 2000
-    indexer_wait_ms: int = 100
-    indexer_metrics_port: int = 9103
     job_metrics_port: int = 9102
     flink_metrics_port: int = 9106  # Flink's Prometheus reporter on the mini cluster; 0 = off
     flink_remote: str = ""  # host:port of a JobManager's REST endpoint; empty = local mini cluster

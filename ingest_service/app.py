@@ -9,25 +9,34 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest_service import docs, health, query_routes, rides, status
 from ingest_service.auth import KeyRing
-from ingest_service.context import SERVICES, Services, json_response
+from ingest_service.context import SERVICES, Edges, Services, json_response
 from ingest_service.idempotency import IdempotencyStore
 from ingest_service.limits import InFlight, RateLimiter
-from ingest_service.metrics import IN_FLIGHT, REJECTS, REQUEST_SECONDS, REQUESTS
+from ingest_service.metrics import (
+    IN_FLIGHT,
+    PRODUCE_SECONDS,
+    PRODUCER_RESETS,
+    REJECTS,
+    REQUEST_SECONDS,
+    REQUESTS,
+)
 from ingest_service.positions import KafkaPositions
-from ingest_service.producer import ProducerConfig, RideProducer
 from ingest_service.settings import ApiSettings
 from ingest_service.signing import SignatureChecker
 from xrides.errors import RateLimited, Unavailable, XRidesError
+from xrides.kafka import AsyncProducer, KafkaConfig, ProducerConfig, ProducerHooks, TopicReader, ensure_topics
 from xrides.ride import RideValidationError
+from xrides.topics import REQUESTS as REQUESTS_TOPIC
+from xrides.tracking import PgTracking
 
 log = logging.getLogger("ingest_service")
 
@@ -129,20 +138,6 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready" if ready else "not ready", "kafka": ready}, 200 if ready else 503)
 
 
-async def _connect_pool(services: Services) -> None:
-    """Tracking reads need PostgreSQL; ingest does not, so the API starts without it and keeps trying."""
-    delay = 0.5
-    while services.pool is None:
-        try:
-            services.pool = await asyncpg.create_pool(services.settings.pg_dsn, min_size=1, max_size=4)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning(
-                "PostgreSQL not reachable yet; tracking answers 503", extra={"error.message": str(exc)}
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10)
-
-
 async def _watch_keys(services: Services) -> None:
     """Rotation without a restart: pick up a changed keys file within ``api_keys_reload_s``."""
     if not services.settings.api_keys_file:
@@ -166,15 +161,24 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
-def build_services(settings: ApiSettings) -> Services:
-    producer_config = ProducerConfig(
-        settings.kafka_bootstrap, delivery_timeout_ms=settings.delivery_timeout_ms
+def kafka_edges(settings: ApiSettings) -> Edges:
+    """The real edges: Kafka through xrides/kafka, tracking reads from PostgreSQL."""
+    producer = AsyncProducer(
+        ProducerConfig(settings.kafka_bootstrap, delivery_timeout_ms=settings.delivery_timeout_ms),
+        ProducerHooks(observe_seconds=PRODUCE_SECONDS.observe, reset=PRODUCER_RESETS.inc),
     )
+    reader = TopicReader(KafkaConfig(settings.kafka_bootstrap, "xrides-api-tracking"))
+    positions = KafkaPositions(reader, settings.rides_topic, settings.requests_topic)
+    return Edges(producer, positions, PgTracking(settings.pg_dsn))
+
+
+def build_services(settings: ApiSettings, edges: Edges) -> Services:
     return Services(
         settings=settings,
         zone=ZoneInfo(settings.local_zone),
-        producer=RideProducer(producer_config),
-        positions=KafkaPositions(settings.kafka_bootstrap, settings.rides_topic, settings.requests_topic),
+        producer=edges.producer,
+        positions=edges.positions,
+        tracking=edges.tracking,
         keys=KeyRing.from_settings(settings.api_key_hashes, settings.api_key, settings.api_keys_file),
         signatures=SignatureChecker(settings.signature_window_s),
         limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
@@ -183,21 +187,28 @@ def build_services(settings: ApiSettings) -> Services:
     )
 
 
-def create_app(settings: ApiSettings) -> web.Application:
+async def ensure_own_topics(settings: ApiSettings) -> None:
+    """The topics only the API writes (the launcher creates them too; this covers other setups)."""
+    kafka = KafkaConfig(settings.kafka_bootstrap, "xrides-api-setup")
+    try:
+        await asyncio.to_thread(ensure_topics, kafka, [replace(REQUESTS_TOPIC, name=settings.requests_topic)])
+    except Exception as exc:  # the broker may be down at start; tracking of batches degrades, not ingest
+        log.warning("could not ensure the requests topic", extra={"error.message": str(exc)})
+
+
+def create_app(settings: ApiSettings, edges: Edges | None = None) -> web.Application:
+    """The application; ``edges`` default to the real Kafka and PostgreSQL clients."""
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
-    services = build_services(settings)
+    real = edges is None
+    services = build_services(settings, edges if edges is not None else kafka_edges(settings))
     app[SERVICES] = services
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         s = services.settings
-        try:
-            await services.producer.ensure_topic(
-                s.requests_topic, s.requests_partitions, s.topic_retention_ms
-            )
-        except Exception as exc:  # the broker may be down at start; tracking of batches degrades, not ingest
-            log.warning("could not ensure the requests topic", extra={"error.message": str(exc)})
+        if real:
+            await ensure_own_topics(s)
         await services.producer.start([s.rides_topic, s.requests_topic])
-        for job in (_connect_pool(services), _watch_keys(services)):
+        for job in (services.tracking.connect_forever(), _watch_keys(services)):
             task = asyncio.create_task(job)
             services.background.add(task)
             task.add_done_callback(services.background.discard)
@@ -214,8 +225,7 @@ def create_app(settings: ApiSettings) -> web.Application:
                 await task
         await services.producer.close()
         await services.positions.close()
-        if services.pool is not None:
-            await services.pool.close()
+        await services.tracking.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/rides", rides.post_ride)

@@ -1,23 +1,75 @@
-"""What handlers share: the services built at start-up, and the JSON response helper."""
+"""What handlers share: the services built at start-up, the I/O edges as protocols, and the JSON
+response helper.
+
+The edges (the Kafka producer, Kafka positions, the tracking store) are protocols so the API's
+handlers run against in-memory ones in unit tests (tests/unit/test_api_handlers.py) and against
+the real ones (xrides/kafka, xrides/tracking.py) everywhere else; ``create_app`` takes them ready
+made, it never builds a client itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import orjson
 from aiohttp import web
 
 from ingest_service.auth import ApiKey, KeyRing
 from ingest_service.idempotency import IdempotencyStore
 from ingest_service.limits import InFlight, RateLimiter
-from ingest_service.positions import KafkaPositions
-from ingest_service.producer import RideProducer
 from ingest_service.settings import ApiSettings
 from ingest_service.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureChecker
+from xrides.request_ids import Position
+from xrides.tracking import ItemState
+
+Message = tuple[bytes | None, bytes]
+
+
+class RideLog(Protocol):
+    """Where accepted rides are made durable (Kafka, acks=all): each message's position, or why not."""
+
+    async def start(self, topics: Sequence[str]) -> None: ...
+    def ready(self, topic: str) -> bool: ...
+    async def send_many(
+        self,
+        topic: str,
+        messages: Sequence[Message],
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> list[Position | BaseException]: ...
+    async def close(self) -> None: ...
+
+
+class Positions(Protocol):
+    """Reads of the log by position: request ids are positions."""
+
+    async def exists(self, topic: str, position: Position) -> bool: ...
+    async def ride_exists(self, position: Position) -> bool: ...
+    async def read(self, topic: str, position: Position) -> bytes | None: ...
+    async def batch_items(self, position: Position) -> list[tuple[int, Position]] | None: ...
+    async def close(self) -> None: ...
+
+
+class TrackingStore(Protocol):
+    """What the persister recorded: receipts per position, and the stored version of a ride."""
+
+    async def connect_forever(self) -> None: ...
+    async def item_states(self, positions: Sequence[Position]) -> dict[Position, ItemState]: ...
+    async def latest_ride(self, booking_id: int) -> dict[str, Any] | None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Edges:
+    """The API's I/O: built by the caller of ``create_app`` (real or in-memory)."""
+
+    producer: RideLog
+    positions: Positions
+    tracking: TrackingStore
 
 
 @dataclass
@@ -26,14 +78,14 @@ class Services:
 
     settings: ApiSettings
     zone: ZoneInfo
-    producer: RideProducer
-    positions: KafkaPositions
+    producer: RideLog
+    positions: Positions
+    tracking: TrackingStore
     keys: KeyRing
     limiter: RateLimiter
     in_flight: InFlight
     idempotency: IdempotencyStore
     signatures: SignatureChecker
-    pool: asyncpg.Pool | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 

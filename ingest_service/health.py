@@ -2,8 +2,8 @@
 
 Critical (``503`` when one is down): Kafka, without which no ride is accepted, and PostgreSQL, the
 system of record that tracking reads. Elasticsearch, the S3 archive and the platform's other
-processes (their ``/healthz``; by default the local stack registry's, ``XRIDES_HEALTH_PEERS``
-elsewhere) only make the answer ``degraded``. The answer names dependencies and states, never an
+processes (their ``/healthz``, listed in ``XRIDES_HEALTH_PEERS``) only make the answer
+``degraded``. The answer names dependencies and states, never an
 address, a credential or an error message (an exception's class name at most). Checks run
 concurrently, each within ``health_timeout_s``, and an answer is reused for a second so the
 unauthenticated endpoint cannot be turned against the stores.
@@ -46,13 +46,10 @@ class State:
 
 
 def peers(settings: ApiSettings) -> dict[str, str]:
-    """Process name -> health URL: ``name=url,name=url``, or the local stack's registry."""
-    if settings.health_peers:
-        pairs = (item.split("=", 1) for item in settings.health_peers.split(",") if "=" in item)
-        return {name.strip(): url.strip() for name, url in pairs}
-    from deploy.stack.platform import REGISTRY  # noqa: PLC0415 - the local stack's default only
-
-    return {p.name: p.health_url for p in REGISTRY if p.module != "ingest_service"}
+    """Process name -> health URL, from ``name=url,name=url`` (the launcher writes the local stack's
+    into ``.stack/env``; a deployment lists its own). Empty: only the stores are checked."""
+    pairs = (item.split("=", 1) for item in settings.health_peers.split(",") if "=" in item)
+    return {name.strip(): url.strip() for name, url in pairs}
 
 
 class Health:
@@ -123,10 +120,7 @@ class Health:
         return None
 
     async def _postgres(self) -> str | None:
-        pool = self.services.pool
-        if pool is None:
-            raise ConnectionError("not connected")
-        await pool.fetchval("SELECT 1")
+        await self.services.tracking.ping()
         return None
 
     async def _elasticsearch(self) -> str | None:

@@ -63,7 +63,7 @@ async def post_explain(request: web.Request) -> web.Response:
 def setup(app: web.Application, settings: ApiSettings) -> None:
     """Register the routes and the engine (its clients open on first use, close with the app)."""
     services = app[SERVICES]
-    engine = QueryEngine(query_settings(settings), pool=lambda: services.pool)
+    engine = QueryEngine(query_settings(settings), pool=lambda: getattr(services.tracking, "pool", None))
     app[QUERY_ENGINE] = engine
 
     async def close(_: web.Application) -> None:

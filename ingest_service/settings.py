@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from xrides.topics import REQUESTS, RIDES
+
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
@@ -15,10 +17,8 @@ class ApiSettings:
     api_public_url: str = ""  # base of status_url links; empty: relative links (/v1/requests/...)
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
-    rides_topic: str = "rides"
-    requests_topic: str = "requests"  # batch manifests (tracking), same retention as rides
-    requests_partitions: int = 3
-    topic_retention_ms: int = 7 * 24 * 3600 * 1000
+    rides_topic: str = RIDES.name
+    requests_topic: str = REQUESTS.name  # batch manifests (tracking)
     local_zone: str = "Asia/Kolkata"  # zone of dates sent without an offset
     # Limits
     max_body_bytes: int = 4 * 1024 * 1024
@@ -56,7 +56,7 @@ class ApiSettings:
     query_timeout_s: float = 30.0
     query_max_groups: int = 10_000
     query_max_rows: int = 10_000
-    # GET /v1/health: the platform processes it asks (``name=url,...``; empty: the local stack's
-    # registry, deploy/stack/platform.py) and the time each check may take.
+    # GET /v1/health: the platform processes it asks (``name=url,...``; the launcher writes the local
+    # stack's into .stack/env) and the time each check may take.
     health_peers: str = ""
     health_timeout_s: float = 2.0

@@ -10,23 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
-from ingest_service.context import SERVICES, Services, check_signature, json_response
-from xrides import tracking
-from xrides.errors import MalformedBody, NotFound, Unavailable
+from ingest_service.context import SERVICES, check_signature, json_response
+from xrides.errors import MalformedBody, NotFound
 from xrides.request_ids import Position, parse_request_id, ride_request_id
-
-
-def _pool(services: Services) -> asyncpg.Pool:
-    if services.pool is None:
-        raise Unavailable("PostgreSQL is not reachable; tracking is unavailable for now", retry_after_s=5)
-    return services.pool
-
-
-# PostgreSQL trouble while reading is the store's unavailability, not a bug: 503 + Retry-After.
-_STORE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _overall(states: list[str]) -> str:
@@ -53,10 +41,7 @@ async def get_request(request: web.Request) -> web.Response:
         if found is None:
             raise NotFound(f"unknown request id {text!r}")
         items = found
-    try:
-        states = await tracking.item_states(_pool(services), [p for _, p in items])
-    except _STORE_ERRORS as exc:
-        raise Unavailable(f"tracking store unavailable: {type(exc).__name__}", retry_after_s=5) from exc
+    states = await services.tracking.item_states([p for _, p in items])
     out: list[dict[str, Any]] = []
     for index, position in items:
         state = states.get(position)
@@ -81,10 +66,7 @@ async def get_ride(request: web.Request) -> web.Response:
     text = request.match_info["booking_id"]
     if not text.isdigit() or len(text) > 19:
         raise MalformedBody("booking_id must be a positive integer")
-    try:
-        ride = await tracking.latest_ride(_pool(services), int(text))
-    except _STORE_ERRORS as exc:
-        raise Unavailable(f"tracking store unavailable: {type(exc).__name__}", retry_after_s=5) from exc
+    ride = await services.tracking.latest_ride(int(text))
     if ride is None:
         raise NotFound(f"no stored ride with booking_id {text}")
     return json_response({**ride, "state": "stored"})

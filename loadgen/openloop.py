@@ -116,6 +116,66 @@ def prepare_bodies(
     return bodies
 
 
+@dataclass
+class _Recorder:
+    """Every answer of a run, as it comes: latencies per second, statuses, unexpected answers."""
+
+    result: LoadResult
+    start: float = 0.0
+    wall_offset: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    per_second: dict[int, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    per_second_bad: collections.Counter[int] = field(default_factory=collections.Counter)
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def record(
+        self, prepared: Prepared, intended: float, status: str, accepted: int, request_id: str | None
+    ) -> None:
+        result = self.result
+        if request_id is not None and result.mode == "single":
+            result.accepted.append((intended + self.wall_offset, request_id))
+        latency = time.perf_counter() - intended
+        second = int(intended - self.start)
+        self.latencies.append(latency)
+        self.per_second[second].append(latency)
+        self.statuses[status] += 1
+        result.rides_ok += accepted
+        if accepted != prepared.valid or (status == "422") != (prepared.valid == 0):
+            result.unexpected += 1
+            self.per_second_bad[second] += 1
+
+    def finish(self, sent: int, elapsed: float) -> LoadResult:
+        result = self.result
+        result.sent = sent
+        result.statuses = dict(self.statuses)
+        result.ok = self.statuses.get("202", 0) + self.statuses.get("207", 0)
+        result.achieved_rate = round(sent / elapsed, 2)
+        result.latency_ms = latency_summary(self.latencies)
+        for second in sorted(self.per_second):
+            window = sorted(self.per_second[second])
+            result.timeline.append(
+                {
+                    "t": second,
+                    "sent": len(window),
+                    "unexpected": self.per_second_bad[second],
+                    "p50_ms": round(percentile(window, 50) * 1000, 2),
+                    "p99_ms": round(percentile(window, 99) * 1000, 2),
+                }
+            )
+        return result
+
+
+def _accepted(mode: str, code: int, payload: bytes, want_id: bool) -> tuple[int, str | None]:
+    """Rides accepted by one answer, and the request id of an accepted single ride when wanted."""
+    if mode == "single":
+        if code != 202:
+            return 0, None
+        return 1, orjson.loads(payload)["request_id"] if want_id else None
+    if code in (202, 207):
+        return int(orjson.loads(payload)["accepted"]), None
+    return 0, None
+
+
 async def run_load(
     base_url: str,
     api_key: str,
@@ -141,47 +201,33 @@ async def run_load(
         path = "/v1/rides" if mode == "single" else "/v1/rides/batch"
         url = base_url.rstrip("/") + path
         headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        per_second: dict[int, list[float]] = collections.defaultdict(list)
-        per_second_bad: collections.Counter[int] = collections.Counter()
-        latencies: list[float] = []
-        statuses: collections.Counter[str] = collections.Counter()
         result = LoadResult(
             mode=mode, target_rate=round(len(offsets) / total_seconds, 2), seconds=total_seconds
         )
+        recorder = _Recorder(result)
         async with _client(url, headers, connections) as post:
-            wall_offset = time.time() - time.perf_counter()
-            start = time.perf_counter() + 0.2
-            result.started_at = start + wall_offset
+            recorder.wall_offset = time.time() - time.perf_counter()
+            start = recorder.start = time.perf_counter() + 0.2
+            result.started_at = start + recorder.wall_offset
 
             async def one(prepared: Prepared, intended: float) -> None:
-                accepted_rides = 0
-                valid = prepared.valid
-                request_id: str | None = None
+                accepted, request_id = 0, None
                 try:
                     code, payload = await post(prepared.body)
                     status = str(code)
-                    if mode == "single":
-                        accepted_rides = int(code == 202)
-                        if accepted_rides and (record_ids or record_outcomes):
-                            request_id = orjson.loads(payload)["request_id"]
-                        if record_ids and request_id:
-                            result.accepted.append((intended + wall_offset, request_id))
-                    elif code in (202, 207):
-                        accepted_rides = int(orjson.loads(payload)["accepted"])
+                    accepted, request_id = _accepted(mode, code, payload, record_ids or record_outcomes)
                 except (aiohttp.ClientError, OSError) as exc:  # OSError covers TimeoutError
                     status = type(exc).__name__
                 if record_outcomes:
-                    outcome = (intended + wall_offset, prepared.kind, prepared.booking_id, status, request_id)
+                    outcome = (
+                        intended + recorder.wall_offset,
+                        prepared.kind,
+                        prepared.booking_id,
+                        status,
+                        request_id,
+                    )
                     result.outcomes.append(outcome)
-                latency = time.perf_counter() - intended
-                second = int(intended - start)
-                latencies.append(latency)
-                per_second[second].append(latency)
-                statuses[status] += 1
-                result.rides_ok += accepted_rides
-                if accepted_rides != valid or (status == "422") != (valid == 0):
-                    result.unexpected += 1
-                    per_second_bad[second] += 1
+                recorder.record(prepared, intended, status, accepted, request_id if record_ids else None)
 
             tasks = []
             for prepared, offset in zip(bodies, offsets, strict=True):
@@ -194,23 +240,7 @@ async def run_load(
                 tasks.append(asyncio.create_task(one(prepared, intended)))
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - start
-        result.sent = len(offsets)
-        result.statuses = dict(statuses)
-        result.ok = statuses.get("202", 0) + statuses.get("207", 0)
-        result.achieved_rate = round(len(offsets) / elapsed, 2)
-        result.latency_ms = latency_summary(latencies)
-        for second in sorted(per_second):
-            window = sorted(per_second[second])
-            result.timeline.append(
-                {
-                    "t": second,
-                    "sent": len(window),
-                    "unexpected": per_second_bad[second],
-                    "p50_ms": round(percentile(window, 50) * 1000, 2),
-                    "p99_ms": round(percentile(window, 99) * 1000, 2),
-                }
-            )
-        return result
+        return recorder.finish(len(offsets), elapsed)
 
 
 @contextlib.contextmanager

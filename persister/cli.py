@@ -7,33 +7,56 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 
 import asyncpg
-from kafka import KafkaProducer
 
-from persister.consumer import RideConsumer
-from persister.health import Health, start_health_server
-from persister.migrate import migrate
 from persister.settings import PersisterSettings
-from persister.writer import RideWriter
-from xrides.health import check_health
+from persister.sink import PostgresSink
+from persister.writer import Message, RideWriter
+from xrides.db import migrate
+from xrides.health import check_health, start_status_server
+from xrides.kafka import BatchConsumer, DeliveryProducer, KafkaConfig, OutRecord
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
+from xrides.worker import LoopSettings, Worker, WorkerMetrics
 
 log = logging.getLogger("persister")
 
 
+def build_worker(settings: PersisterSettings) -> Worker[Message]:
+    """The worker loop around the PostgreSQL sink (call inside the event loop)."""
+    s = settings
+    kafka = KafkaConfig(s.kafka_bootstrap, "xrides-persister")
+    loop_settings = LoopSettings(
+        max_records=s.batch_max_rows,
+        max_wait_ms=s.batch_max_wait_ms,
+        retry_max_s=s.retry_max_s,
+        dlq_topic=s.dlq_topic,
+    )
+    return Worker(
+        lambda start_offsets: BatchConsumer(kafka, s.group_id, [s.rides_topic], start_offsets),
+        PostgresSink(RideWriter(s.pg_dsn, s.group_id)),
+        loop_settings,
+        METRICS,
+        DeliveryProducer(kafka),
+    )
+
+
+# The persister's metric names predate the shared loop; the retry counter keeps its name.
+METRICS = WorkerMetrics("persister", retries_name="db_retries_total")
+
+
 async def run(settings: PersisterSettings) -> int:
     await migrate(settings.pg_dsn, settings.partitions_ahead_months)
-    health = Health()
-    runner = await start_health_server(health, settings.metrics_host, settings.metrics_port)
-    consumer = RideConsumer(settings, RideWriter(settings.pg_dsn, settings.group_id), health)
+    worker = build_worker(settings)
+    runner = await start_status_server(settings.metrics_host, settings.metrics_port, worker.health)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Graceful stop: the current batch finishes and commits, then the consumer closes.
-        loop.add_signal_handler(sig, consumer.stopping.set)
+        loop.add_signal_handler(sig, worker.stopping.set)
     try:
-        await consumer.run()
+        await worker.run()
     finally:
         await runner.cleanup()
     return 0
@@ -42,7 +65,7 @@ async def run(settings: PersisterSettings) -> int:
 async def replay(settings: PersisterSettings, limit: int) -> int:
     """Re-drive dead letters not replayed yet: produce their original bytes to ``rides`` again."""
     conn = await asyncpg.connect(settings.pg_dsn)
-    producer = await asyncio.to_thread(KafkaProducer, bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = DeliveryProducer(KafkaConfig(settings.kafka_bootstrap, "xrides-persister-replay"))
     try:
         rows = await conn.fetch(
             "SELECT id, message_key, payload FROM ingest_failures"
@@ -50,8 +73,8 @@ async def replay(settings: PersisterSettings, limit: int) -> int:
             limit,
         )
         for row in rows:
-            future = producer.send(settings.rides_topic, key=row["message_key"], value=row["payload"])
-            await asyncio.to_thread(future.get, 30)
+            record = OutRecord(settings.rides_topic, row["payload"], row["message_key"])
+            await asyncio.to_thread(producer.deliver_all, [record], time.sleep)
             await conn.execute("UPDATE ingest_failures SET replayed_at = now() WHERE id = $1", row["id"])
         print(f"replayed {len(rows)} dead letters to {settings.rides_topic}")
         return 0

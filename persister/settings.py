@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from xrides.topics import RIDES, RIDES_DLQ
+
 
 @dataclass(frozen=True, slots=True)
 class PersisterSettings:
@@ -12,8 +14,8 @@ class PersisterSettings:
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
-    rides_topic: str = "rides"
-    dlq_topic: str = "rides.dlq"
+    rides_topic: str = RIDES.name
+    dlq_topic: str = RIDES_DLQ.name
     group_id: str = "xrides-persister"
     batch_max_rows: int = 5000  # one transaction holds at most this many messages
     batch_max_wait_ms: int = 50  # ...or what arrived within this long

@@ -1,9 +1,10 @@
 """The PostgreSQL side: one transaction per batch, so rows, receipts and offsets commit together.
 
 Per batch: COPY the latest version of each booking into a temporary stage table, upsert the
-dimension rows (customers, cab_drivers), then one statement applies the versions guard: a message
-wins only if its ``(version, kafka_offset)`` is greater than the stored one; a winner whose pickup
-month changed is deleted from its old partition. Then every message gets a receipt
+dimension rows (customers, cab_drivers), then the version guard, ``apply_staged_rides()`` (one SQL
+function, shared with the archiver's restore: xrides/db/rides.py): a message wins only if its
+``(version, kafka_offset)`` is newer than the stored one; a winner whose pickup month changed is
+deleted from its old partition. Then every message gets a receipt
 (stored / superseded / failed) and the next offsets of the batch's partitions are upserted.
 
 Because the apply step is idempotent (re-applying a stored version changes nothing, receipts and
@@ -23,12 +24,12 @@ from typing import Any
 import asyncpg
 
 from persister.metrics import ROWS_UPSERTED, SUPERSEDED
+from xrides.db.rides import META_COLUMNS, RIDE_COLUMNS
 from xrides.ride import RIDE_FIELDS, Kind, RideEnvelope
 
 log = logging.getLogger("persister.writer")
 
-RIDE_COLUMNS = tuple(f.name for f in RIDE_FIELDS)
-META_COLUMNS = ("kafka_partition", "kafka_offset", "version", "source", "received_at")
+# stored_at is left to the stage table's default (now(): the transaction's time)
 STAGE_COLUMNS = RIDE_COLUMNS + META_COLUMNS
 _NUMERIC = {f.name for f in RIDE_FIELDS if f.kind in (Kind.LATITUDE, Kind.LONGITUDE)}
 
@@ -53,29 +54,8 @@ WHERE d.vehicle_model_id <> excluded.vehicle_model_id
 """,
 )
 
-_COLS = ", ".join(STAGE_COLUMNS)
-_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in STAGE_COLUMNS if c not in ("booking_id", "from_date"))
-_APPLY = f"""
-WITH moved AS (
-    DELETE FROM cab_rides c
-    USING stage_rides s JOIN ride_versions v ON v.booking_id = s.booking_id
-    WHERE c.booking_id = s.booking_id AND c.from_date = v.from_date
-      AND v.from_date <> s.from_date
-      AND (s.version, s.kafka_offset) > (v.version, v.kafka_offset)
-), winners AS (
-    INSERT INTO ride_versions AS v (booking_id, version, from_date, kafka_partition, kafka_offset)
-    SELECT booking_id, version, from_date, kafka_partition, kafka_offset FROM stage_rides
-    ON CONFLICT (booking_id) DO UPDATE
-        SET version = excluded.version, from_date = excluded.from_date,
-            kafka_partition = excluded.kafka_partition, kafka_offset = excluded.kafka_offset
-        WHERE (excluded.version, excluded.kafka_offset) > (v.version, v.kafka_offset)
-    RETURNING booking_id
-)
-INSERT INTO cab_rides AS c ({_COLS})
-SELECT {", ".join("s." + c for c in STAGE_COLUMNS)} FROM stage_rides s JOIN winners w USING (booking_id)
-ON CONFLICT (booking_id, from_date) DO UPDATE SET {_UPDATES}, stored_at = now()
-RETURNING booking_id
-"""  # noqa: S608 - every identifier comes from the contract's field table
+# The version guard is one SQL function (xrides/db/rides.py), shared with the archiver's restore.
+_APPLY = "SELECT booking_id FROM apply_staged_rides(false)"
 
 # stored_at is taken at the end of the batch's work (clock_timestamp, not the transaction's start),
 # so tracking and the POST -> stored benchmark see when the rows became durable, within milliseconds.

@@ -1,20 +1,20 @@
 """The catalog: the only names a query may use, and what each means on every backend.
 
-Raw fields are derived from :data:`xrides.ride.RIDE_FIELDS` (a test checks it); enriched fields
-repeat the formulas of :mod:`flink_jobs.enrich`, which stores them in Elasticsearch because
-Elasticsearch here has no scripts. Each expression below is a constant of this module: SQL
-identifiers never come from a query.
+Raw fields are derived from :data:`xrides.ride.RIDE_FIELDS`; enriched fields from
+:data:`xrides.ride.enrich.DERIVED_FIELDS`, whose SQL forms sit beside the Python formulas the stream
+job stores in Elasticsearch (which here has no scripts). Every expression is built from those
+constants: SQL identifiers never come from a query.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from xrides.ride import RIDE_FIELDS, Kind
+from xrides.ride import DEFAULT_ZONE, RIDE_FIELDS, Kind
+from xrides.ride.enrich import DERIVED_FIELDS
 
-SERVICE_ZONE = "Asia/Kolkata"  # the zone of hour_of_day, day_of_week and is_weekend (as Flink computes them)
+SERVICE_ZONE = DEFAULT_ZONE  # the zone of hour_of_day, day_of_week and is_weekend (as Flink computes them)
 
 
 class ValueType(enum.Enum):
@@ -101,86 +101,32 @@ def _raw_fields() -> list[FieldDef]:
     return out
 
 
-def _local(unit: str, column: str, dialect: str) -> str:
-    if dialect == "pg":
-        return f"extract({unit} FROM {column} AT TIME ZONE '{SERVICE_ZONE}')::int"
-    return f"{unit}(timezone('{SERVICE_ZONE}', {column}))"
-
-
-def _minutes(later: str, earlier: str, dialect: str) -> str:
-    # Rounded as flink_jobs.enrich rounds them, so every backend groups and sums the same numbers.
-    if dialect == "pg":
-        return f"round((extract(epoch FROM {later} - {earlier}) / 60)::numeric, 2)::float8"
-    return f"round((epoch({later}) - epoch({earlier})) / 60, 2)"
-
-
-def _haversine(dialect: str) -> str:
-    cast = "::float8" if dialect == "pg" else ""
-    la1, lo1, la2, lo2 = (f"{c}{cast}" for c in ("from_lat", "from_long", "to_lat", "to_long"))
-    a = (
-        f"power(sin((radians({la2}) - radians({la1})) / 2), 2) + cos(radians({la1})) * cos(radians({la2}))"
-        f" * power(sin(radians({lo2} - {lo1}) / 2), 2)"
-    )
-    inner = f"2 * 6371.0088 * asin(least(1.0, sqrt({a})))"
-    rounded = f"round(({inner})::numeric, 3)::float8" if dialect == "pg" else f"round({inner}, 3)"
-    # least() skips nulls, so a ride without a drop-off would get asin(1): null it explicitly
-    missing = " OR ".join(f"{c} IS NULL" for c in ("from_lat", "from_long", "to_lat", "to_long"))
-    return f"CASE WHEN {missing} THEN NULL ELSE {rounded} END"
-
-
-def _channel() -> str:
-    return (
-        "CASE WHEN online_booking = 1 THEN 'online' WHEN mobile_site_booking = 1 THEN 'mobile_site'"
-        " ELSE 'offline' END"
-    )
-
-
-def _derived(
-    name: str,
-    vtype: ValueType,
-    nullable: bool,
-    description: str,
-    expr: Callable[[str], str],
-    *,
-    dimension: bool,
-    choices: tuple[str, ...] = (),
-) -> FieldDef:
-    return FieldDef(
-        name=name,
-        type=vtype,
-        nullable=nullable,
-        description=description,
-        pg=expr("pg"),
-        duckdb=expr("duckdb"),
-        es=name,
-        raw=False,
-        dimension=dimension,
-        measurable=not dimension,
-        choices=choices,
-    )
+_VALUE_TYPES = {
+    "integer": ValueType.INTEGER,
+    "number": ValueType.NUMBER,
+    "string": ValueType.STRING,
+    "boolean": ValueType.BOOLEAN,
+}
 
 
 def _enriched_fields() -> list[FieldDef]:
-    i, n, b = ValueType.INTEGER, ValueType.NUMBER, ValueType.BOOLEAN
-    z = SERVICE_ZONE
+    """The enrichment's fields, with the SQL forms defined beside its Python formulas."""
     return [
-        _derived("booking_channel", ValueType.STRING, False, "online | mobile_site | offline",
-                 lambda _d: _channel(), dimension=True, choices=("online", "mobile_site", "offline")),
-        _derived("hour_of_day", i, False, f"Pickup hour 0..23 in {z}",
-                 lambda d: _local("hour", "from_date", d), dimension=True),
-        _derived("day_of_week", i, False, f"Pickup weekday 1 = Monday .. 7 = Sunday in {z}",
-                 lambda d: _local("isodow", "from_date", d), dimension=True),
-        _derived("is_weekend", b, False, f"Pickup on a Saturday or Sunday in {z}",
-                 lambda d: f"{_local('isodow', 'from_date', d)} >= 6", dimension=True),
-        _derived("is_cancelled", b, False, "car_cancellation = 1",
-                 lambda _d: "car_cancellation = 1", dimension=True),
-        _derived("distance_km", n, True, "Great-circle pickup to drop-off distance, km (3 decimals)",
-                 _haversine, dimension=False),
-        _derived("lead_time_min", n, False, "Minutes from booking to pickup (2 decimals)",
-                 lambda d: _minutes("from_date", "booking_created", d), dimension=False),
-        _derived("trip_duration_min", n, True, "Minutes from pickup to drop-off (2 decimals)",
-                 lambda d: _minutes("to_date", "from_date", d), dimension=False),
-    ]  # fmt: skip
+        FieldDef(
+            name=d.name,
+            type=_VALUE_TYPES[d.value_type],
+            nullable=d.nullable,
+            description=d.description.replace("the service zone", SERVICE_ZONE),
+            pg=d.sql("pg", SERVICE_ZONE),
+            duckdb=d.sql("duckdb", SERVICE_ZONE),
+            es=d.name,
+            raw=False,
+            dimension=d.dimension,
+            measurable=not d.dimension,
+            choices=d.choices,
+        )
+        for d in DERIVED_FIELDS
+    ]
 
 
 FIELDS: dict[str, FieldDef] = {f.name: f for f in (*_raw_fields(), *_enriched_fields())}

@@ -157,26 +157,13 @@ class SqlCompiler:
     def compile(self, time_range: ResolvedRange, tail: bool) -> CompiledSql:
         """``tail``: apply having/order/limit (the previous period of a comparison skips them)."""
         plan = self.plan
-        select: list[str] = []
-        labels: list[str] = []
-        group: list[str] = []
         where = [
             f"{RANGE_FIELD} >= {self.param(time_range.start)}",
             f"{RANGE_FIELD} < {self.param(time_range.end)}",
         ]
         if plan.filter is not None:
             where.append(self.predicate(plan.filter))
-        dim_labels: dict[str, list[str]] = {}
-        for i, d in enumerate(plan.dimensions):
-            exprs = self.dim_exprs(d)
-            names = [f"d{i}"] if len(exprs) == 1 else [f"d{i}a", f"d{i}b"]
-            dim_labels[d.name] = names
-            for expr, label in zip(exprs, names, strict=True):
-                select.append(f"{expr} AS {label}")
-                labels.append(label)
-                group.append(str(len(select)))
-            if d.point is not None:  # a ride without the point is in no cell (as in Elasticsearch)
-                where.append(f"{d.point.lat} IS NOT NULL AND {d.point.lon} IS NOT NULL")
+        select, labels, group, dim_labels = self._dimensions(where)
         measure_labels: dict[str, str] = {}
         for i, m in enumerate(plan.measures):
             select.append(f"{self.measure_expr(m)} AS m{i}")
@@ -187,23 +174,48 @@ class SqlCompiler:
             sql += f"\nGROUP BY {', '.join(group)}"
         limit = self.max_rows + 1  # one more than allowed: an overflow is seen, not cut
         if tail:
-            if plan.having is not None:
-                sql += f"\nHAVING {self.predicate(plan.having)}"
-            order: list[str] = []
-            seen: set[str] = set()
-            for column, desc in plan.order:
-                seen.add(column.name)
-                for label in dim_labels.get(column.name) or [measure_labels[column.name]]:
-                    order.append(f"{label} {'DESC' if desc else 'ASC'} NULLS LAST")
-            for d in plan.dimensions:  # ties broken by the dimensions: the same rows on every backend
-                if d.name not in seen:
-                    order.extend(f"{label} ASC NULLS LAST" for label in dim_labels[d.name])
-            if order:
-                sql += f"\nORDER BY {', '.join(order)}"
+            sql += self._tail(dim_labels, measure_labels)
             if plan.limit is not None:
                 limit = plan.limit
         sql += f"\nLIMIT {int(limit)}"
         return CompiledSql(sql, tuple(self.params), tuple(labels))
+
+    def _dimensions(self, where: list[str]) -> tuple[list[str], list[str], list[str], dict[str, list[str]]]:
+        """SELECT items, their labels and GROUP BY positions of the dimensions (adds to ``where``)."""
+        select: list[str] = []
+        labels: list[str] = []
+        group: list[str] = []
+        dim_labels: dict[str, list[str]] = {}
+        for i, d in enumerate(self.plan.dimensions):
+            exprs = self.dim_exprs(d)
+            names = [f"d{i}"] if len(exprs) == 1 else [f"d{i}a", f"d{i}b"]
+            dim_labels[d.name] = names
+            for expr, label in zip(exprs, names, strict=True):
+                select.append(f"{expr} AS {label}")
+                labels.append(label)
+                group.append(str(len(select)))
+            if d.point is not None:  # a ride without the point is in no cell (as in Elasticsearch)
+                where.append(f"{d.point.lat} IS NOT NULL AND {d.point.lon} IS NOT NULL")
+        return select, labels, group, dim_labels
+
+    def _tail(self, dim_labels: dict[str, list[str]], measure_labels: dict[str, str]) -> str:
+        """HAVING and ORDER BY; ties broken by the dimensions, so every backend gives the same rows."""
+        plan = self.plan
+        sql = ""
+        if plan.having is not None:
+            sql += f"\nHAVING {self.predicate(plan.having)}"
+        order: list[str] = []
+        seen: set[str] = set()
+        for column, desc in plan.order:
+            seen.add(column.name)
+            for label in dim_labels.get(column.name) or [measure_labels[column.name]]:
+                order.append(f"{label} {'DESC' if desc else 'ASC'} NULLS LAST")
+        for d in plan.dimensions:
+            if d.name not in seen:
+                order.extend(f"{label} ASC NULLS LAST" for label in dim_labels[d.name])
+        if order:
+            sql += f"\nORDER BY {', '.join(order)}"
+        return sql
 
 
 def compile_pg(plan: Plan, table: str, max_rows: int, time_range: ResolvedRange, tail: bool) -> CompiledSql:

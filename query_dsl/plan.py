@@ -160,6 +160,16 @@ def value_type(target: Target) -> ValueType:
     return target.type if isinstance(target, FieldDef) else target.value_type
 
 
+def _check_measured_field(fn: str, fdef: FieldDef, path: str) -> None:
+    """count_distinct counts ids and categories; the other aggregates need a measurable field."""
+    if fn == "count_distinct":
+        if not fdef.dimension:
+            raise QueryError(f"count_distinct applies to id and category fields, not {fdef.name}", path)
+    elif not fdef.measurable:
+        measurable = ", ".join(n for n, f in FIELDS.items() if f.measurable)
+        raise QueryError(f"{fn} applies to measurable fields ({measurable}), not {fdef.name}", path)
+
+
 def _suggest(name: str, known: list[str]) -> str:
     import difflib  # noqa: PLC0415 - only on the error path
 
@@ -325,12 +335,7 @@ class _Planner:
         if m.field is None:
             raise QueryError(f"{m.fn} needs a field, e.g. {m.fn}(lead_time_min)", path)
         fdef = _field(m.field, f"{path}.field")
-        if m.fn == "count_distinct":
-            if not fdef.dimension:
-                raise QueryError(f"count_distinct applies to id and category fields, not {fdef.name}", path)
-        elif not fdef.measurable:
-            measurable = ", ".join(n for n, f in FIELDS.items() if f.measurable)
-            raise QueryError(f"{m.fn} applies to measurable fields ({measurable}), not {fdef.name}", path)
+        _check_measured_field(m.fn, fdef, path)
         if m.fn == "percentile":
             if m.p is None or not 0 < m.p < 100:
                 raise QueryError("a percentile needs 0 < p < 100", f"{path}.p")

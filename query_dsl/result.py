@@ -141,39 +141,44 @@ def sql_rows(plan: Plan, labels: tuple[str, ...], records: list[Any]) -> list[Ro
     return rows
 
 
+def _es_measure(m: MeasurePlan, agg: dict[str, Any], count: int) -> Any:
+    if m.ratio is not None:
+        return None if count == 0 else (agg.get("value") or 0.0) / count
+    if m.fn == "count":
+        return count
+    if m.fn == "percentile":
+        return next(iter(agg["values"].values()), None)
+    if m.fn == "sum":
+        return agg.get("value") or 0
+    return agg.get("value")
+
+
+def _es_leaf(plan: Plan, bucket: dict[str, Any], keys: list[Any]) -> Row:
+    row: Row = {}
+    for d, key in zip(plan.dimensions, keys, strict=True):
+        row[d.name] = key if d.kind == "geo" else dim_value(d, key)
+    count = bucket["doc_count"]
+    for i, m in enumerate(plan.measures):
+        row[m.name] = measure_value(m, _es_measure(m, bucket.get(f"m{i}", {}), count))
+    return row
+
+
 def es_rows(plan: Plan, response: dict[str, Any], limits: guards.Limits) -> list[Row]:
     if response.get("timed_out"):
         raise QueryTimeout(f"Elasticsearch timed out after {limits.timeout_s:g} s")
     rows: list[Row] = []
     root = {**response.get("aggregations", {}), "doc_count": response["hits"]["total"]["value"]}
 
-    def leaf(bucket: dict[str, Any], keys: list[Any]) -> Row:
-        row: Row = {}
-        for d, key in zip(plan.dimensions, keys, strict=True):
-            row[d.name] = key if d.kind == "geo" else dim_value(d, key)
-        count = bucket["doc_count"]
-        for i, m in enumerate(plan.measures):
-            agg = bucket.get(f"m{i}", {})
-            if m.ratio is not None:
-                raw: Any = None if count == 0 else (agg.get("value") or 0.0) / count
-            elif m.fn == "count":
-                raw = count
-            elif m.fn == "percentile":
-                raw = next(iter(agg["values"].values()), None)
-            elif m.fn == "sum":
-                raw = agg.get("value") or 0
-            else:
-                raw = agg.get("value")
-            row[m.name] = measure_value(m, raw)
-        return row
-
     def walk(bucket: dict[str, Any], level: int, keys: list[Any]) -> None:
         if level == len(plan.dimensions):
-            rows.append(leaf(bucket, keys))
+            rows.append(_es_leaf(plan, bucket, keys))
             if len(rows) > limits.max_groups:
                 raise guards.too_many_groups(limits, "elasticsearch")
             return
-        agg = bucket[f"d{level}"]
+        # No index matched the range (an empty period of a comparison): no aggregation, no groups.
+        agg = bucket.get(f"d{level}")
+        if agg is None:
+            return
         if len(agg["buckets"]) > limits.max_groups or agg.get("sum_other_doc_count", 0) > 0:
             raise guards.too_many_groups(limits, "elasticsearch")
         for child in agg["buckets"]:

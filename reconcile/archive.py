@@ -13,20 +13,16 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver.manifest import Manifest
-from archiver.settings import ArchiverSettings
-from archiver.store import ArchiveStore
 from reconcile.settings import ReconcileSettings
+from xrides.archive.manifest import Manifest
+from xrides.archive.store import ArchiveStore, StoreConfig
 
 
 def archive_store(settings: ReconcileSettings) -> ArchiveStore:
+    s = settings
     return ArchiveStore(
-        ArchiverSettings(
-            s3_endpoint=settings.s3_endpoint,
-            s3_access_key=settings.s3_access_key,
-            s3_secret_key=settings.s3_secret_key,
-            s3_bucket=settings.s3_bucket,
-            archive_prefix=settings.archive_prefix,
+        StoreConfig(
+            s.s3_endpoint, s.s3_access_key, s.s3_secret_key, s.s3_bucket, s.archive_prefix, s.s3_region
         )
     )
 

@@ -19,11 +19,11 @@ from datetime import date
 
 import orjson
 
-from persister.migrate import migrate
 from reconcile import metrics
 from reconcile.reconciler import Reconciler
 from reconcile.report import DayRow, Report
 from reconcile.settings import ReconcileSettings
+from xrides.db.migrate import migrate
 from xrides.health import RunStatus, check_health, start_status_server
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings

@@ -35,13 +35,13 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from elasticsearch import AsyncElasticsearch
 
-from archiver.store import ArchiveStore
 from reconcile import postgres as pg
 from reconcile.archive import archive_store, archived_ids
 from reconcile.report import PartitionState, Report
 from reconcile.search import RideIndex
 from reconcile.settings import ReconcileSettings
-from reconcile.topic import TopicMessage, TopicReader, describe
+from reconcile.topic import Described, TopicMessage, TopicReader, describe
+from xrides.archive.store import ArchiveStore
 
 log = logging.getLogger("reconcile")
 
@@ -61,6 +61,91 @@ def _month(day: date) -> date:
 class _Unconsumed:
     message: TopicMessage
     hole: bool  # below the committed offset without a receipt (not just lag)
+
+
+def _latest_per_booking(messages: list[_Unconsumed]) -> tuple[dict[int, _Unconsumed], list[_Unconsumed]]:
+    """Each booking's latest unconsumed message, and those whose booking cannot be read."""
+    latest: dict[int, _Unconsumed] = {}
+    anonymous: list[_Unconsumed] = []
+    for item in messages:
+        ride = item.message.ride
+        if ride.booking_id is None:
+            anonymous.append(item)
+            continue
+        held = latest.get(ride.booking_id)
+        if held is None or (ride.version or 0, item.message.offset) > (
+            held.message.ride.version or 0,
+            held.message.offset,
+        ):
+            latest[ride.booking_id] = item
+    return latest, anonymous
+
+
+def _count_unconsumed(
+    report: Report,
+    latest: dict[int, _Unconsumed],
+    current: dict[int, tuple[int, date]],
+    in_range: set[date],
+    settle_version: int,
+) -> None:
+    """Acknowledged rides PostgreSQL does not hold yet: pending (in flight) or not stored."""
+    for booking, item in latest.items():
+        ride = item.message.ride
+        held_version = current.get(booking)
+        if held_version is not None and ride.version is not None and held_version[0] >= ride.version:
+            continue  # a newer (or the same) version is stored: nothing outstanding
+        if held_version is not None and held_version[1] in in_range:
+            report.row(held_version[1]).acknowledged -= 1  # the booking moves to this message's day
+        if ride.day is not None and ride.day not in in_range:
+            continue
+        row = report.row(ride.day)
+        row.acknowledged += 1
+        row.pending += 0 if item.hole else 1
+        in_flight = not item.hole and ride.version is not None and ride.version >= settle_version
+        if not in_flight:
+            row.diff("not_stored").add([booking])
+
+
+def _count_anonymous(
+    report: Report, anonymous: list[_Unconsumed], snapshot: _Snapshot, messages: list[_Unconsumed]
+) -> None:
+    """Messages without a readable booking, and what could not be read at all, on the unknown day."""
+    for item in anonymous:
+        row = report.row(None)
+        row.acknowledged += 1
+        row.pending += 0 if item.hole else 1
+        if item.hole:
+            row.diff("not_stored").add([], count=1)
+    unknown = report.row(None)
+    unknown.acknowledged += report.pending_unread + report.expired_unconsumed
+    unknown.pending += report.pending_unread
+    unread_holes = sum(snapshot.hole_counts.values()) - sum(1 for m in messages if m.hole)
+    if unread_holes + report.expired_unconsumed:
+        unknown.diff("not_stored").add([], count=unread_holes + report.expired_unconsumed)
+
+
+def _count_dead_letters(
+    report: Report,
+    dead: list[tuple[pg.DeadLetter, Described]],
+    current: dict[int, tuple[int, date]],
+    latest: dict[int, _Unconsumed],
+    in_range: set[date],
+) -> None:
+    """Each dead-lettered booking once, on its day; acknowledged-and-never-stored ones count there."""
+    counted: set[int | tuple[int, int]] = set()
+    for letter, ride in dead:
+        if ride.day is not None and ride.day not in in_range:
+            continue
+        key: int | tuple[int, int] = (
+            ride.booking_id if ride.booking_id is not None else (letter.partition, letter.offset)
+        )
+        if key in counted:
+            continue
+        counted.add(key)
+        row = report.row(ride.day)
+        row.dead_lettered += 1
+        if ride.booking_id is None or (ride.booking_id not in current and ride.booking_id not in latest):
+            row.acknowledged += 1  # acknowledged, never stored: accounted for by the dead letter
 
 
 class Reconciler:
@@ -106,6 +191,30 @@ class Reconciler:
         settle_version = int(settled_before.timestamp() * 1_000_000)
         report = Report(first, last, s.reference(), s.cutoff_day(), settled_before, limit=s.max_ids)
         in_range = set(days_between(first, last))
+        snapshot, messages = await self._snapshot_and_unconsumed(report, first, last)
+        # Unconsumed and skipped messages, and dead letters: the booking's latest word wins.
+        latest, anonymous = _latest_per_booking(messages)
+        dead = [(letter, describe(letter.payload, letter.booking_id)) for letter in snapshot.dead]
+        dead_ids = [d.booking_id for _, d in dead if d.booking_id is not None]
+        current = await pg.current_versions(self.conn, [*latest, *dead_ids])
+        _count_unconsumed(report, latest, current, in_range, settle_version)
+        _count_anonymous(report, anonymous, snapshot, messages)
+        _count_dead_letters(report, dead, current, latest, in_range)
+        unknown = report.row(None)
+        if not unknown.acknowledged and not unknown.dead_lettered and not unknown.differences:
+            del report.rows[None]
+
+        await self._compare_index(report, sorted(in_range), snapshot.stored, settle_version, latest)
+        await self._compare_archive(report, snapshot)
+        report.newest["elasticsearch"] = await self.index.newest_received_at()
+        return report
+
+    async def _snapshot_and_unconsumed(
+        self, report: Report, first: date, last: date
+    ) -> tuple[_Snapshot, list[_Unconsumed]]:
+        """PostgreSQL's snapshot, and the messages it has not consumed: the lag past its committed
+        offsets, and the holes below them (offsets without a receipt)."""
+        s = self.settings
         reader = await asyncio.to_thread(TopicReader, s.kafka_bootstrap, s.rides_topic)
         try:
             marks = await asyncio.to_thread(reader.watermarks)
@@ -122,74 +231,7 @@ class Reconciler:
                     messages += [_Unconsumed(m, True) for m in found]
         finally:
             await asyncio.to_thread(reader.close)
-
-        # Unconsumed and skipped messages, and dead letters: the booking's latest word wins.
-        latest: dict[int, _Unconsumed] = {}
-        anonymous: list[_Unconsumed] = []
-        for item in messages:
-            ride = item.message.ride
-            if ride.booking_id is None:
-                anonymous.append(item)
-                continue
-            held = latest.get(ride.booking_id)
-            if held is None or (ride.version or 0, item.message.offset) > (
-                held.message.ride.version or 0,
-                held.message.offset,
-            ):
-                latest[ride.booking_id] = item
-        dead = [(letter, describe(letter.payload, letter.booking_id)) for letter in snapshot.dead]
-        dead_ids = [d.booking_id for _, d in dead if d.booking_id is not None]
-        current = await pg.current_versions(self.conn, [*latest, *dead_ids])
-
-        for booking, item in latest.items():
-            ride = item.message.ride
-            held_version = current.get(booking)
-            if held_version is not None and ride.version is not None and held_version[0] >= ride.version:
-                continue  # a newer (or the same) version is stored: nothing outstanding
-            if held_version is not None and held_version[1] in in_range:
-                report.row(held_version[1]).acknowledged -= 1  # the booking moves to this message's day
-            if ride.day is not None and ride.day not in in_range:
-                continue
-            row = report.row(ride.day)
-            row.acknowledged += 1
-            row.pending += 0 if item.hole else 1
-            in_flight = not item.hole and ride.version is not None and ride.version >= settle_version
-            if not in_flight:
-                row.diff("not_stored").add([booking])
-        for item in anonymous:
-            row = report.row(None)
-            row.acknowledged += 1
-            row.pending += 0 if item.hole else 1
-            if item.hole:
-                row.diff("not_stored").add([], count=1)
-        unknown = report.row(None)
-        unknown.acknowledged += report.pending_unread + report.expired_unconsumed
-        unknown.pending += report.pending_unread
-        unread_holes = sum(snapshot.hole_counts.values()) - sum(1 for m in messages if m.hole)
-        if unread_holes + report.expired_unconsumed:
-            unknown.diff("not_stored").add([], count=unread_holes + report.expired_unconsumed)
-
-        counted: set[int | tuple[int, int]] = set()
-        for letter, ride in dead:
-            if ride.day is not None and ride.day not in in_range:
-                continue
-            key: int | tuple[int, int] = (
-                ride.booking_id if ride.booking_id is not None else (letter.partition, letter.offset)
-            )
-            if key in counted:
-                continue
-            counted.add(key)
-            row = report.row(ride.day)
-            row.dead_lettered += 1
-            if ride.booking_id is None or (ride.booking_id not in current and ride.booking_id not in latest):
-                row.acknowledged += 1  # acknowledged, never stored: accounted for by the dead letter
-        if not unknown.acknowledged and not unknown.dead_lettered and not unknown.differences:
-            del report.rows[None]
-
-        await self._compare_index(report, sorted(in_range), snapshot.stored, settle_version, latest)
-        await self._compare_archive(report, snapshot)
-        report.newest["elasticsearch"] = await self.index.newest_received_at()
-        return report
+        return snapshot, messages
 
     async def _snapshot(
         self, report: Report, first: date, last: date, marks: dict[int, tuple[int, int]]

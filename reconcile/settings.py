@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import ClassVar
 
+from xrides.topics import RIDES
 from xrides.window import cutoff_day, reference_or_now
 
 
@@ -21,7 +22,7 @@ class ReconcileSettings:
 
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
     kafka_bootstrap: str = "127.0.0.1:19092"
-    rides_topic: str = "rides"
+    rides_topic: str = RIDES.name
     persister_group_id: str = "xrides-persister"  # whose offsets in consumer_offsets mark "consumed"
     es_url: str = "http://127.0.0.1:19200"
     es_rides_prefix: str = "rides-"
@@ -29,6 +30,7 @@ class ReconcileSettings:
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; deployments set it
     s3_bucket: str = "xrides-archive"
+    s3_region: str = "us-east-1"  # the local S3 server's; a deployment names its own region
     archive_prefix: str = "rides"
     hot_days: int = 60
     reference_time: str = ""  # ISO 8601; empty = now (as the Flink job's and the archiver's)

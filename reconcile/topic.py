@@ -7,15 +7,15 @@ handful; ``max_messages`` bounds a run when the persister is far behind.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
+from xrides.kafka import KafkaConfig
+from xrides.kafka import TopicReader as KafkaTopicReader
 from xrides.ride import RideValidationError, decode_envelope, parse_timestamp
 
 _UTC = ZoneInfo("UTC")
@@ -68,55 +68,22 @@ def describe(raw: bytes, booking_id: int | None = None) -> Described:
 
 
 class TopicReader:
-    """Blocking (kafka-python): callers run it in a thread. One consumer, no group, no commits."""
+    """Blocking (callers run it in a thread): one topic's watermarks and ranges of messages."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            request_timeout_ms=15_000,
-        )
+        self._reader = KafkaTopicReader(KafkaConfig(bootstrap, "xrides-reconcile"), timeout_s=15.0)
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
 
     def watermarks(self) -> dict[int, tuple[int, int]]:
         """partition -> (first offset still held, next offset to be written)."""
-        partitions = self._consumer.partitions_for_topic(self.topic) or set()
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        if not tps:
-            return {}
-        low = self._consumer.beginning_offsets(tps)
-        high = self._consumer.end_offsets(tps)
-        return {tp.partition: (low[tp], high[tp]) for tp in tps}
+        return {p: (w.low, w.high) for p, w in self._reader.watermarks(self.topic).items()}
 
-    def read(
-        self, ranges: dict[int, tuple[int, int]], limit: int, timeout_s: float = 60.0
-    ) -> list[TopicMessage]:
+    def read(self, ranges: dict[int, tuple[int, int]], limit: int) -> list[TopicMessage]:
         """Messages of ``[start, stop)`` per partition, at most ``limit`` in all (the oldest first)."""
-        wanted = {p: r for p, r in ranges.items() if r[1] > r[0]}
-        out: list[TopicMessage] = []
-        if not wanted or limit <= 0:
-            return out
-        tps = {p: TopicPartition(self.topic, p) for p in wanted}
-        self._consumer.assign(list(tps.values()))
-        for p, (start, _) in wanted.items():
-            self._consumer.seek(tps[p], start)
-        left = dict(wanted)
-        deadline = time.monotonic() + timeout_s
-        while left and len(out) < limit and time.monotonic() < deadline:
-            polled = self._consumer.poll(timeout_ms=500, max_records=min(5000, limit - len(out)))
-            for tp, records in polled.items():
-                bounds = left.get(tp.partition)
-                if bounds is None:
-                    continue
-                for record in records:
-                    if bounds[0] <= record.offset < bounds[1] and len(out) < limit:
-                        out.append(TopicMessage(tp.partition, record.offset, describe(record.value or b"")))
-                if records and records[-1].offset + 1 >= bounds[1]:
-                    del left[tp.partition]
-                    self._consumer.pause(tp)
-        self._consumer.assign([])
-        return out
+        return [
+            TopicMessage(r.partition, r.offset, describe(r.value))
+            for r in self._reader.read(self.topic, ranges, limit)
+        ]

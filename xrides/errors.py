@@ -11,8 +11,9 @@
     │   ├── NotFound                 unknown request id / booking (404)
     │   └── IdempotencyConflict      same Idempotency-Key, different body (409)
     └── Unavailable                  we cannot take the work now; retry later (503/429)
-        ├── BrokerUnavailable        Kafka did not acknowledge in time
+        ├── BrokerUnavailable        Kafka did not acknowledge in time (or is not reachable)
         │   └── DeliveryAbandoned    a stop came before Kafka acknowledged every dead letter
+        ├── SinkUnavailable          a worker's store (PostgreSQL, Elasticsearch) is away: retry the batch
         ├── Overloaded               too many requests in flight
         └── RateLimited              the client's own rate limit
 
@@ -93,6 +94,10 @@ class BrokerUnavailable(Unavailable):
 
 class DeliveryAbandoned(BrokerUnavailable):
     code = "delivery_abandoned"
+
+
+class SinkUnavailable(Unavailable):
+    code = "sink_unavailable"
 
 
 class Overloaded(Unavailable):

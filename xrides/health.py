@@ -3,7 +3,9 @@ the small status server the scheduled processes (archiver, reconcile) answer it 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -51,6 +53,29 @@ async def start_status_server(
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+def serve_in_thread(host: str, port: int, status: Callable[[], tuple[dict[str, Any], bool]]) -> None:
+    """The same server for a process whose main thread is not an event loop (the Flink job's
+    ``execute()`` blocks it for the job's life): its own loop in a daemon thread."""
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(start_status_server(host, port, status))
+        except BaseException as exc:  # the port is taken: tell the caller, do not die silently
+            failed.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, name="health", daemon=True).start()
+    started.wait(10)
+    if failed:
+        raise failed[0]
 
 
 class RunStatus:

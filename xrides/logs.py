@@ -28,11 +28,12 @@ import orjson
 from prometheus_client import Counter
 
 from xrides.settings import load_settings
+from xrides.topics import LOGS
 
 LOG_LINES_DROPPED = Counter(
     "xrides_logs_kafka_dropped_total", "Log lines not shipped to Kafka, by reason", ["reason"]
 )
-LOG_LINES_SENT = Counter("xrides_logs_kafka_sent_total", "Log lines handed to the Kafka producer")
+LOG_LINES_SENT = Counter("xrides_logs_kafka_sent_total", "Log lines the broker acknowledged")
 
 # LogRecord's own attributes; anything else on a record came from ``extra=``.
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
@@ -67,31 +68,22 @@ class LogSettings:
     """Where log lines are shipped besides stdout (``XRIDES_LOG_KAFKA_*``); empty bootstrap = nowhere."""
 
     log_kafka_bootstrap: str = ""
-    log_kafka_topic: str = "logs"
+    log_kafka_topic: str = LOGS.name
     log_kafka_queue: int = 10_000  # lines held while Kafka is slow; more are dropped and counted
 
 
 class _Producer(Protocol):
-    def send(self, topic: str, value: bytes) -> Any: ...
-    def flush(self, timeout: float | None = None) -> None: ...
+    """Queues a line and tells ``delivered(ok)`` later whether the broker has it."""
+
+    def send(self, topic: str, value: bytes, delivered: Callable[[bool], None]) -> Any: ...
+    def flush(self, timeout: float | None = None) -> int: ...
     def close(self, timeout: float | None = None) -> None: ...
 
 
 def _kafka_producer(bootstrap: str) -> _Producer:
-    from kafka import KafkaProducer  # noqa: PLC0415 - only processes that ship logs need it
+    from xrides.kafka import KafkaConfig, LossyProducer  # noqa: PLC0415 - only when shipping
 
-    producer: _Producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        client_id="xrides-logs",
-        acks=1,
-        enable_idempotence=False,  # acks=1: a lost log line is acceptable, a blocked service is not
-        linger_ms=100,
-        max_block_ms=1000,  # metadata waits happen on the shipping thread, never the service's
-        request_timeout_ms=5000,
-        reconnect_backoff_max_ms=5000,
-        retries=2,
-    )
-    return producer
+    return LossyProducer(KafkaConfig(bootstrap, "xrides-logs"))
 
 
 class KafkaLogHandler(logging.Handler):
@@ -156,16 +148,22 @@ class KafkaLogHandler(logging.Handler):
                 self._drop("kafka_unavailable")
                 continue
             try:
-                producer.send(self.topic, value=line)
-                self.sent += 1
-                LOG_LINES_SENT.inc()
+                producer.send(self.topic, line, self._delivered)
+            except BufferError:  # the client's own queue is full: Kafka has been away a while
+                self._drop("queue_full")
             except Exception:
                 self._drop("send_failed")
         if producer is not None:
             with contextlib.suppress(Exception):
-                producer.flush(2)
-            with contextlib.suppress(Exception):
-                producer.close(1)
+                producer.close(2)  # what is still undelivered after that is reported as failed
+
+    def _delivered(self, ok: bool) -> None:
+        """A line's fate, from the producer (in the shipping thread)."""
+        if ok:
+            self.sent += 1
+            LOG_LINES_SENT.inc()
+        else:
+            self._drop("kafka_unavailable")
 
     def close(self) -> None:
         """Ship what is queued for up to a few seconds, then stop (called by logging at exit)."""
@@ -204,7 +202,9 @@ def setup_logging(service: str, level: str = "INFO", shipping: LogSettings | Non
         handler._xrides = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())
-    # kafka-python is chatty at INFO about every reconnect; its warnings still come through.
+    # librdkafka's own lines (logger "kafka.librdkafka", xrides/kafka) are chatty at INFO about
+    # every reconnect; its warnings still come through.
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    # Its selector warns about its own slow tasks under CPU contention: noise, not our events.
-    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
+    # The Elasticsearch client logs every request at INFO: one line per bulk request, which the
+    # logs pipeline would index with another bulk request, for ever.
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)

@@ -7,15 +7,20 @@ the persister has not reached the message yet (``pending``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 
+from xrides.errors import Unavailable
 from xrides.request_ids import Position, ride_request_id
 from xrides.ride import RIDE_FIELDS, format_timestamp
+
+log = logging.getLogger("xrides.tracking")
 
 State = Literal["stored", "superseded", "failed", "pending"]
 
@@ -80,3 +85,59 @@ async def latest_ride(pool: asyncpg.Pool, booking_id: int) -> dict[str, Any] | N
         "received_at": format_timestamp(row["received_at"]),
         "stored_at": format_timestamp(row["stored_at"]),
     }
+
+
+class PgTracking:
+    """The tracking reads over a connection pool that is opened in the background.
+
+    Ingest does not need PostgreSQL, so a process starts without it and keeps trying (every read
+    before then is ``Unavailable``); :meth:`connect_forever` is its background task.
+    """
+
+    def __init__(self, dsn: str, max_size: int = 4) -> None:
+        self._dsn = dsn
+        self._max_size = max_size
+        self.pool: asyncpg.Pool | None = None
+
+    async def connect_forever(self) -> None:
+        delay = 0.5
+        while self.pool is None:
+            try:
+                self.pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning(
+                    "PostgreSQL not reachable yet; tracking answers 503", extra={"error.message": str(exc)}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise Unavailable("PostgreSQL is not reachable; tracking is unavailable for now", retry_after_s=5)
+        return self.pool
+
+    async def item_states(self, positions: Sequence[Position]) -> dict[Position, ItemState]:
+        return await _store_call(item_states(self._pool(), positions))
+
+    async def latest_ride(self, booking_id: int) -> dict[str, Any] | None:
+        return await _store_call(latest_ride(self._pool(), booking_id))
+
+    async def ping(self) -> None:
+        await _store_call(self._pool().fetchval("SELECT 1"))
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+
+# PostgreSQL trouble while reading is the store's unavailability, not a bug: 503 + Retry-After.
+_STORE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+T = TypeVar("T")
+
+
+async def _store_call(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except _STORE_ERRORS as exc:
+        raise Unavailable(f"tracking store unavailable: {type(exc).__name__}", retry_after_s=5) from exc

@@ -16,10 +16,10 @@ Every scratch topic, table and index is removed afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,14 +27,14 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import asyncpg
 import orjson
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
-from flink_jobs.enrich import ServiceRegion, enrich
-from flink_jobs.mapping import rides_template
 from loadgen.rides import RideGenerator
 from persister.writer import STAGE_COLUMNS, Message, stage_row
+from xrides.kafka import KafkaAdmin, KafkaConfig
 from xrides.ride import RideEnvelope, new_version, parse_ride
+from xrides.ride.enrich import ServiceRegion, enrich
+from xrides.search.templates import rides_template
+from xrides.topics import RIDES
 
 SCRATCH = "xrides-bench-limit"
 _PERF_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
@@ -49,10 +49,10 @@ def kafka_producer_limit(
     kafka_run_class: Path, bootstrap: str, records: int, record_size: int, partitions: int
 ) -> dict[str, Any]:
     """Records/s of Kafka's own producer benchmark at acks=all."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdmin(KafkaConfig(bootstrap, "bench-limits"))
     try:
-        with contextlib.suppress(TopicAlreadyExistsError):
-            admin.create_topics([NewTopic(SCRATCH, partitions, 1)])
+        # shaped like ``rides`` (replication from the brokers there are); an existing one is kept
+        admin.ensure_topics([replace(RIDES, name=SCRATCH, partitions=partitions, cluster_partitions=None)])
         time.sleep(1)  # the new partitions' leaders
         out = subprocess.run(
             [
@@ -71,9 +71,7 @@ def kafka_producer_limit(
             check=True,
         ).stdout  # fmt: skip
     finally:
-        with contextlib.suppress(UnknownTopicOrPartitionError):
-            admin.delete_topics([SCRATCH])
-        admin.close()
+        admin.delete_topics([SCRATCH])  # a missing topic is ignored
     match = _PERF_LINE.findall(out)
     if not match:
         raise RuntimeError(f"ProducerPerformance printed no summary: {out[-500:]}")
@@ -83,7 +81,9 @@ def kafka_producer_limit(
 
 async def postgres_copy_limit(dsn: str, rows: int, chunk: int = 5000) -> dict[str, Any]:
     """Rows/s of binary COPY of stage rows into a logged table shaped like ``cab_rides``."""
-    messages = [Message("rides", 0, i, None, b"", envelope=e) for i, e in enumerate(sample_envelopes(rows))]
+    messages = [
+        Message(RIDES.name, 0, i, None, b"", envelope=e) for i, e in enumerate(sample_envelopes(rows))
+    ]
     records = [stage_row(m) for m in messages]
     conn = await asyncpg.connect(dsn)
     table = SCRATCH.replace("-", "_")

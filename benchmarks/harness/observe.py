@@ -22,40 +22,50 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from flink_jobs.settings import StreamSettings
+from indexer.settings import IndexerSettings
 from loadgen.openloop import latency_summary
 from loadgen.rides import RideGenerator
+from persister.settings import PersisterSettings
+from xrides.kafka import KafkaAdmin, KafkaConfig, TopicReader
 from xrides.request_ids import parse_request_id
+from xrides.topics import RIDES, RIDES_ES
 
+# (name, consumer group, topic): the groups' defaults, as the local stack runs them
 GROUPS = (
-    ("persister", "xrides-persister", "rides"),
-    ("flink-job", "xrides-flink-rides", "rides"),
-    ("es-indexer", "xrides-es-indexer", "rides.es"),
+    ("persister", PersisterSettings().group_id, RIDES.name),
+    ("flink-job", StreamSettings().flink_group_id, RIDES.name),
+    ("es-indexer", IndexerSettings().indexer_group_id, RIDES_ES.name),
 )
 
 
 class LagProbe:
-    """Committed-offset lag per consumer group (kafka-python is blocking: run in a thread)."""
+    """Committed-offset lag per consumer group (the Kafka calls are blocking: run in a thread)."""
 
     def __init__(self, bootstrap: str) -> None:
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+        self.config = KafkaConfig(bootstrap, "bench-lag-probe")
+        self.admin = KafkaAdmin(self.config, timeout_s=5.0)
+        self.reader = TopicReader(self.config)
 
     def lag(self) -> dict[str, int]:
-        out = {}
-        for name, group, topic in GROUPS:
-            parts = self.consumer.partitions_for_topic(topic) or set()
-            ends = self.consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-            committed = self.admin.list_group_offsets(group).get(group, {})
-            out[name] = sum(
-                max(0, end - (committed[tp].offset if tp in committed else 0)) for tp, end in ends.items()
-            )
+        """Lag per group; after a failure the clients are built afresh (an admin client whose broker
+        was killed kept timing out on group offsets long after the broker was back)."""
+        try:
+            out = {}
+            for name, group, topic in GROUPS:
+                ends = {p: marks.high for p, marks in self.reader.watermarks(topic).items()}
+                committed = self.admin.group_offsets(group, topic, list(ends))
+                out[name] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+        except Exception:
+            self.reader.close()
+            self.admin = KafkaAdmin(self.config, timeout_s=5.0)
+            self.reader = TopicReader(self.config)
+            raise
         return out
 
     def close(self) -> None:
-        self.consumer.close()
-        self.admin.close()
+        self.reader.close()
 
 
 @dataclass

@@ -15,19 +15,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 from benchmarks.chaos.faults import pause
 from benchmarks.harness.observe import LagProbe, LagSeries, Probes, sample_lag, stored_latencies, wait_drained
 from benchmarks.harness.procstat import Sampler
 from loadgen.openloop import Segment, latency_summary
+from xrides.kafka import KafkaAdmin, KafkaConfig
+from xrides.topics import RIDES
 
 REPO = Path(__file__).resolve().parents[2]
 MIX = ("--updates", "0.05", "--retries", "0.02", "--invalid", "0.01")
@@ -247,9 +247,9 @@ async def batch_throughput(
     scratch topic with the same partitions, so a million benchmark rides do not flood the
     persister and the Flink job (their own throughput is measured by their benchmarks).
     """
-    admin = KafkaAdminClient(bootstrap_servers=ctx.env["XRIDES_KAFKA_BOOTSTRAP"])
-    with contextlib.suppress(TopicAlreadyExistsError):
-        admin.create_topics([NewTopic(BATCH_TOPIC, 6, 1)])
+    admin = KafkaAdmin(KafkaConfig(ctx.env["XRIDES_KAFKA_BOOTSTRAP"], "bench-batch"))
+    # ``rides`` under another name: its partitions and replication on these brokers (kept if it exists)
+    admin.ensure_topics([replace(RIDES, name=BATCH_TOPIC)])
     env = {
         **ctx.env,
         "XRIDES_API_PORT": str(BATCH_PORT),
@@ -302,7 +302,6 @@ async def batch_throughput(
         await asyncio.wait_for(api.wait(), 30)
         with contextlib.suppress(Exception):
             admin.delete_topics([BATCH_TOPIC])
-        admin.close()
     return {
         "criterion": "every ride accepted, p99 ack <= 2 s; batches to a scratch topic, rate limit lifted",
         "batch_rides_per_s": best["rides_per_s"] if best else 0,

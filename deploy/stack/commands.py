@@ -214,7 +214,7 @@ def wait_all(ctx: Context, pending: list[tuple[Service, Starting]]) -> None:
 def run_migrations(ctx: Context) -> None:
     """Optional hook: ``.venv/bin/python -m persister migrate`` once the module exists."""
     layout = ctx.layout
-    if not layout.venv_python.exists() or not (layout.repo / "persister" / "migrations").exists():
+    if not layout.venv_python.exists() or not (layout.repo / "xrides" / "db" / "migrations").exists():
         return
     env = dict(ctx.environ) | stack_env(ctx)
     result = subprocess.run(

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from deploy.stack import settings
+from deploy.stack.platform import REGISTRY
 
-# The least-privilege PostgreSQL login roles (persister/migrations/0004_roles.sql) and the one each
+# The least-privilege PostgreSQL login roles (xrides/db/migrations/0004_roles.sql) and the one each
 # platform process logs in as; a process not listed here gets no PostgreSQL credentials at all.
 PG_ROLES = ("writer", "reader", "archiver")
 PROCESS_PG_ROLES = {"api": "reader", "persister": "writer", "archiver": "archiver", "reconcile": "reader"}
@@ -82,6 +83,8 @@ def stack_variables(api_key: str, pg_passwords: Mapping[str, str]) -> dict[str, 
         "XRIDES_PROMETHEUS_URL": settings.PROMETHEUS_URL,
         "XRIDES_API_URL": settings.API_URL,
         "XRIDES_API_KEY": api_key,
+        # what the API's GET /v1/health asks besides the stores (every other platform process)
+        "XRIDES_HEALTH_PEERS": ",".join(f"{p.name}={p.health_url}" for p in REGISTRY if p.name != "api"),
         **roles,
     }
 

@@ -70,7 +70,7 @@ REGISTRY: tuple[PlatformProcess, ...] = (
     ),
     PlatformProcess(
         name="es-indexer",
-        argv=(".venv/bin/python", "-m", "flink_jobs", "indexer"),
+        argv=(".venv/bin/python", "-m", "indexer"),
         health_url="http://127.0.0.1:9103/healthz",
         metrics_target="127.0.0.1:9103",
         nice=10,

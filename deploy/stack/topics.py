@@ -1,7 +1,8 @@
-"""The Kafka topics the platform expects to exist (auto-creation is off).
+"""The Kafka topics the platform expects to exist (auto-creation is off): the registry's.
 
-Which topics exist is asked over the wire (no JVM); only missing ones cost a
-``TopicCommand`` run, so a warm ``up`` does not pay three JVM starts.
+Every topic of ``xrides/topics.py`` is created, with the replication and configuration its
+``replication_on`` gives for the brokers the profile runs. Which topics exist is asked over the
+wire (no JVM); only missing ones cost a ``TopicCommand`` run, so a warm ``up`` does not pay a JVM.
 """
 
 from __future__ import annotations
@@ -14,28 +15,38 @@ from deploy.stack import settings
 from deploy.stack.errors import StackError
 from deploy.stack.kafkawire import fetch_metadata
 from deploy.stack.progress import say
+from xrides.topics import RIDES, TOPICS
 
 TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic and the partition count it is created with."""
+    """A topic as this stack creates it."""
 
     name: str
     partitions: int
+    replication: int = 1
+    config: tuple[tuple[str, str], ...] = ()
 
 
-def wanted_topics(environ: Mapping[str, str]) -> list[TopicSpec]:
-    """Platform topics; ``rides`` partitions come from ``XRIDES_RIDES_PARTITIONS`` (default 6)."""
-    raw = environ.get("XRIDES_RIDES_PARTITIONS", "6").strip() or "6"
+def wanted_topics(environ: Mapping[str, str], brokers: int = 1) -> list[TopicSpec]:
+    """Every registry topic for ``brokers`` brokers; ``rides`` partitions may be overridden by
+    ``XRIDES_RIDES_PARTITIONS``."""
+    default = RIDES.partitions_on(brokers)
+    raw = environ.get("XRIDES_RIDES_PARTITIONS", str(default)).strip() or str(default)
     try:
         rides = int(raw)
     except ValueError:
         rides = 0
     if rides < 1:
         raise StackError(f"XRIDES_RIDES_PARTITIONS must be a positive integer, got {raw!r}")
-    return [TopicSpec("rides", rides), TopicSpec("rides.dlq", 3), TopicSpec("logs", 3)]
+    specs = []
+    for topic in TOPICS:
+        partitions = rides if topic is RIDES else topic.partitions_on(brokers)
+        replication, _ = topic.replication_on(brokers)
+        specs.append(TopicSpec(topic.name, partitions, replication, tuple(topic.config(brokers).items())))
+    return specs
 
 
 def ensure_topics(run_class: Sequence[str], wanted: Sequence[TopicSpec]) -> list[str]:
@@ -65,8 +76,10 @@ def ensure_topics(run_class: Sequence[str], wanted: Sequence[TopicSpec]) -> list
             "--partitions",
             str(topic.partitions),
             "--replication-factor",
-            "1",
+            str(topic.replication),
         ]
+        for key, value in topic.config:
+            cmd += ["--config", f"{key}={value}"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])

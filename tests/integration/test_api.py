@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
+from xrides.kafka import KafkaConfig, TopicReader
 from xrides.request_ids import parse_request_id
 from xrides.ride import decode_envelope, example_ride, parse_ride
+from xrides.topics import RIDES
 
 from conftest import PlatformProcess
 
@@ -33,29 +34,22 @@ def auth(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 def read_message(bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    reader = TopicReader(KafkaConfig(bootstrap, "api-it"), timeout_s=10.0)
     try:
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        for _ in range(20):
-            for record in consumer.poll(timeout_ms=500).get(tp, []):
-                if record.offset == offset:
-                    value: bytes = record.value
-                    return value
-        raise AssertionError(f"no message at {topic}/{partition}@{offset}")
+        record = reader.read_one(topic, partition, offset)
     finally:
-        consumer.close()
+        reader.close()
+    if record is None:
+        raise AssertionError(f"no message at {topic}/{partition}@{offset}")
+    return record.value
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    reader = TopicReader(KafkaConfig(bootstrap, "api-it"))
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return {partition: marks.high for partition, marks in reader.watermarks(topic).items()}
     finally:
-        consumer.close()
+        reader.close()
 
 
 async def post(
@@ -80,7 +74,7 @@ async def test_prototype_examples(start_api: StartApi, stack_env: dict[str, str]
             assert body["status_url"] == f"/v1/requests/{body['request_id']}"
             position = parse_request_id(body["request_id"]).position
             raw = read_message(
-                stack_env["XRIDES_KAFKA_BOOTSTRAP"], "rides", position.partition, position.offset
+                stack_env["XRIDES_KAFKA_BOOTSTRAP"], RIDES.name, position.partition, position.offset
             )
             assert decode_envelope(raw).ride == parse_ride(ride)
 
@@ -161,7 +155,7 @@ async def test_batch_accepts_valid_items_and_reports_the_rest(
             assert item["booking_id"] == ride["booking_id"]
             position = parse_request_id(item["request_id"]).position
             raw = read_message(
-                stack_env["XRIDES_KAFKA_BOOTSTRAP"], "rides", position.partition, position.offset
+                stack_env["XRIDES_KAFKA_BOOTSTRAP"], RIDES.name, position.partition, position.offset
             )
             assert decode_envelope(raw).ride.booking_id == ride["booking_id"]
 
@@ -202,13 +196,13 @@ async def test_idempotency_key_returns_the_first_answer_and_writes_once(
     async with aiohttp.ClientSession(headers=auth(stack_env)) as session:
         status, first, _ = await post(session, base + "/v1/rides", ride, headers)
         assert status == 202
-        before = end_offsets(bootstrap, "rides")
+        before = end_offsets(bootstrap, RIDES.name)
         replies = await asyncio.gather(*(post(session, base + "/v1/rides", ride, headers) for _ in range(5)))
         for status, body, response_headers in replies:
             assert status == 202
             assert body == first
             assert response_headers["Idempotent-Replayed"] == "true"
-        assert end_offsets(bootstrap, "rides") == before
+        assert end_offsets(bootstrap, RIDES.name) == before
         status, body, _ = await post(session, base + "/v1/rides", {**ride, "driver_id": 9}, headers)
         assert (status, body["error_code"]) == (409, "idempotency_conflict")
 

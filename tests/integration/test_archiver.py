@@ -31,19 +31,19 @@ import pytest
 from elasticsearch import AsyncElasticsearch, helpers
 
 from archiver.archive import Archiver, cutoff_day, decode_parquet, encode_parquet, index_name
-from archiver.manifest import Manifest
 from archiver.restore import restore
-from archiver.schema import canonical
 from archiver.settings import ArchiverSettings
-from archiver.store import ArchiveStore
 from archiver.verify import verify
-from flink_jobs.enrich import ServiceRegion, daily_index, enrich
-from flink_jobs.mapping import rides_template, template_name
-from persister.migrate import migrate
+from loadgen.synthetic import make_rides
 from persister.writer import Message, RideWriter
 from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
-from query_dsl.synthetic import make_rides
+from xrides.archive.manifest import Manifest
+from xrides.archive.schema import canonical
+from xrides.archive.store import ArchiveStore
+from xrides.db.migrate import migrate
 from xrides.ride import Ride, RideEnvelope, format_timestamp
+from xrides.ride.enrich import ServiceRegion, daily_index, enrich
+from xrides.search.templates import rides_template, template_name
 
 from stack_env import stack_setting
 
@@ -156,7 +156,7 @@ async def world() -> AsyncIterator[World]:
     await w.store_rides(rides)
     await w.index_rides(rides)
     yield w
-    store = ArchiveStore(settings)
+    store = ArchiveStore(settings.store_config())
     for obj in store.objects(store.prefix + "/"):
         store.delete(obj.key)
     es = AsyncElasticsearch(settings.es_url)
@@ -215,7 +215,7 @@ async def test_run_archives_every_old_day_and_leaves_the_hot_window_in_elasticse
     assert all(r["es_index_deleted_at"] is not None for r in recorded)
 
     # An auditor's reading: the Hive layout as a partitioned dataset, with DuckDB over the files.
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
     keys = [o.key for o in store.objects(store.prefix + "/") if o.key.endswith(".parquet")]
     assert len(keys) == len(old), "one file per day"
     con = duckdb.connect()
@@ -271,7 +271,7 @@ async def test_dry_run_changes_nothing(world: World) -> None:
     assert report.new_days
     assert not report.days
     assert len(report.es_indices_deleted) == 0
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
     assert store.objects(store.prefix + "/") == []
     assert await w.pg("SELECT * FROM archive_days") == []
 
@@ -280,7 +280,7 @@ async def test_a_run_killed_midway_finishes_on_restart_with_nothing_missing_or_d
     w = world
     cutoff = cutoff_day(w.settings)
     old = sorted(d for d in await _pg_days(w) if d < cutoff)
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
 
     # 1. A crash between a day's uploads and its manifest (the worst moment): fault injection.
     victim = old[3]
@@ -325,7 +325,7 @@ async def test_late_data_for_an_archived_day_is_merged_into_one_file(world: Worl
     await w.run()
     cutoff = cutoff_day(w.settings)
     day = sorted(d for d in await _pg_days(w) if d < cutoff)[10]
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
     before = Manifest.from_json(store.get(store.manifest_key(day)) or b"")
 
     # A new ride for that day, and a cancellation of one already archived (a newer version).
@@ -364,7 +364,7 @@ async def test_late_data_for_an_archived_day_is_merged_into_one_file(world: Worl
 async def test_a_tampered_object_makes_verify_fail(world: World) -> None:
     w = world
     await w.run()
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
     day = sorted(store.days())[5]
     manifest = Manifest.from_json(store.get(store.manifest_key(day)) or b"")
     key = manifest.objects[0].key
@@ -409,7 +409,7 @@ async def test_a_tampered_object_makes_verify_fail(world: World) -> None:
 async def test_restore_brings_a_day_back_exactly(world: World) -> None:
     w = world
     await w.run()
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
     day = sorted(store.days())[7]
     start = datetime.combine(day, datetime.min.time(), UTC)
     async with Archiver(w.settings) as archiver:
@@ -456,7 +456,7 @@ async def test_postgres_retention_drops_only_archived_months_and_late_data_merge
     async with Archiver(w.settings) as archiver:
         assert (await verify(archiver, None, None)).ok
 
-    store = ArchiveStore(w.settings)
+    store = ArchiveStore(w.settings.store_config())
     day = min(store.days())
     before = Manifest.from_json(store.get(store.manifest_key(day)) or b"")
     template = make_rides(1, REFERENCE, 1, seed=5)[0]

@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from dashboards import cli, grafana
 from deploy.stack.platform import REGISTRY
 from loadgen.rides import KOLKATA, RideGenerator
+from xrides.kafka import DeliveryProducer, KafkaConfig, OutRecord
 from xrides.ride import example_ride
+from xrides.topics import RIDES
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +85,10 @@ def send_round(stack_env: dict[str, str], generator: RideGenerator) -> None:
     assert status == 422
     status, _ = _request(f"{api}/v1/rides", example_ride())
     assert status == 401
-    producer = KafkaProducer(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"], acks="all")
+    producer = DeliveryProducer(KafkaConfig(stack_env["XRIDES_KAFKA_BOOTSTRAP"], "dashboards-it"))
     try:
-        producer.send("rides", key=b"dashtest-poison", value=b"{not json: dashboards test").get(30)
+        poison = OutRecord(RIDES.name, b"{not json: dashboards test", key=b"dashtest-poison")
+        producer.send_all([poison])  # blocks until Kafka acknowledged it (acks=all)
     finally:
         producer.close()
 

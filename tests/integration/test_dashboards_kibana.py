@@ -27,8 +27,8 @@ import pytest
 from elasticsearch import Elasticsearch
 
 from dashboards import cli, kibana
+from loadgen.synthetic import load_all, make_rides
 from query_dsl import QuerySettings
-from query_dsl.synthetic import load_all, make_rides
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,17 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
 
-from flink_jobs.enrich import haversine_km
+from xrides.kafka import DeliveryProducer, KafkaAdmin, KafkaConfig, OutRecord, TopicReader
 from xrides.ride import RideEnvelope, example_ride, parse_ride
+from xrides.ride.enrich import haversine_km
+from xrides.topics import RIDES
 
 from conftest import PlatformProcess, free_port, wait_http
 
@@ -49,10 +50,12 @@ class Stream:
             "XRIDES_LOGS_TOPIC": "",  # the platform's job indexes the logs topic; tests opt in
             "XRIDES_FLINK_METRICS_PORT": "0",  # :9106 is the platform job's; tests opt in on a free port
         }
-        admin = KafkaAdminClient(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"])
-        admin.create_topics([NewTopic(self.rides_topic, 3, 1)])
-        admin.close()
-        self.producer = KafkaProducer(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"], acks="all")
+        self.kafka = KafkaConfig(stack_env["XRIDES_KAFKA_BOOTSTRAP"], "flink-it")
+        created = KafkaAdmin(self.kafka).ensure_topics(
+            [replace(RIDES, name=self.rides_topic, partitions=3, cluster_partitions=None)]
+        )
+        assert created == [self.rides_topic]
+        self.producer = DeliveryProducer(self.kafka)  # acks=all; send_all returns once acknowledged
         self.es = Elasticsearch(stack_env["XRIDES_ES_URL"])
         self.processes: list[PlatformProcess] = []
 
@@ -60,7 +63,10 @@ class Stream:
         env = {**self.env, **{f"XRIDES_{k.upper()}": v for k, v in overrides.items()}}
         env["XRIDES_JOB_METRICS_PORT"] = str(free_port())  # several jobs may run at once
         log_path = self.tmp_path / f"{command}-{len(self.processes)}.log"
-        process = PlatformProcess("flink_jobs", env, log_path, args=(command,))
+        if command == "indexer":  # its own package now: python -m indexer
+            process = PlatformProcess("indexer", env, log_path)
+        else:  # python -m flink_jobs job
+            process = PlatformProcess("flink_jobs", env, log_path, args=(command,))
         process.start()
         self.processes.append(process)
         if command == "indexer":
@@ -69,7 +75,11 @@ class Stream:
 
     def send(self, version: int, **changes: Any) -> None:
         envelope = RideEnvelope(parse_ride({**example_ride(), **changes}), version)
-        self.producer.send(self.rides_topic, key=envelope.key(), value=envelope.encode()).get(30)
+        self.send_raw(envelope.key(), envelope.encode())
+
+    def send_raw(self, key: bytes, value: bytes) -> None:
+        """One message on the test's rides topic; returns once Kafka acknowledged it."""
+        self.producer.send_all([OutRecord(self.rides_topic, value, key=key)])
 
     def docs(self) -> dict[str, dict[str, Any]]:
         self.es.indices.refresh(index=f"{self.prefix}*", allow_no_indices=True)
@@ -98,21 +108,20 @@ class Stream:
 
     def caught_up(self, group: str, topic: str, timeout_s: float = 180) -> None:
         """Wait until ``group`` has committed the end of ``topic`` (Flink commits on checkpoints)."""
-        admin = KafkaAdminClient(bootstrap_servers=self.env["XRIDES_KAFKA_BOOTSTRAP"])
-        consumer = KafkaConsumer(bootstrap_servers=self.env["XRIDES_KAFKA_BOOTSTRAP"])
+        admin = KafkaAdmin(self.kafka)
+        reader = TopicReader(self.kafka)
         try:
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                parts = consumer.partitions_for_topic(topic) or set()
-                ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-                committed = admin.list_group_offsets(group).get(group, {})
-                if ends and all(tp in committed and committed[tp].offset >= end for tp, end in ends.items()):
+                ends = {p: marks.high for p, marks in reader.watermarks(topic).items()}
+                committed = admin.group_offsets(group, topic, list(ends))
+                # a partition that never had a message has nothing to commit (and nothing to read)
+                if ends and all(committed.get(p, 0) >= end for p, end in ends.items()):
                     return
                 time.sleep(1)
             raise AssertionError(f"{group} did not reach the end of {topic}")
         finally:
-            consumer.close()
-            admin.close()
+            reader.close()
 
 
 @pytest.fixture
@@ -129,7 +138,7 @@ def test_rides_flow_enriched_versioned_and_survive_a_killed_job(stream: Stream) 
     stream.send(200, booking_id=1, from_date="1/2/2013 10:00", car_cancellation=1)  # an update
     stream.send(50, booking_id=2, from_date="1/3/2013 10:00", driver_id=999)  # an old replay
     stream.send(200, booking_id=3, from_date="1/25/2013 10:00")  # moves to another day
-    stream.producer.send(stream.rides_topic, key=b"x", value=b"\xff not json").get(30)
+    stream.send_raw(b"x", b"\xff not json")
 
     stream.start("indexer")
     job = stream.start("job")

@@ -13,16 +13,17 @@ import random
 import time
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 from test_flink_job import Stream
 
+from xrides.kafka import KafkaAdmin, KafkaConfig
 from xrides.logs import JsonFormatter, KafkaLogHandler
 from xrides.ride import example_ride
+from xrides.topics import LOGS
 
 from conftest import free_port
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_an_unreachable_kafka_never_blocks_the_service() -> None:
-    handler = KafkaLogHandler(f"127.0.0.1:{free_port()}", "logs", capacity=100)  # nobody listens there
+    handler = KafkaLogHandler(f"127.0.0.1:{free_port()}", LOGS.name, capacity=100)  # nobody listens there
     handler.setFormatter(JsonFormatter("xrides-test", event_ids=True))
     began = time.perf_counter()
     for i in range(2000):
@@ -63,9 +64,9 @@ def test_a_platform_request_id_is_searchable_in_logs(
     tag = uuid.uuid4().hex[:8]
     logs_topic = f"test-logs-{tag}"
     logs_prefix = f"test-{tag}-logs-"
-    admin = KafkaAdminClient(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"])
-    admin.create_topics([NewTopic(logs_topic, 1, 1)])
-    admin.close()
+    admin = KafkaAdmin(KafkaConfig(stack_env["XRIDES_KAFKA_BOOTSTRAP"], "logs-it"))
+    topic = replace(LOGS, name=logs_topic, partitions=1, cluster_partitions=None)
+    assert admin.ensure_topics([topic]) == [logs_topic]
     stream = Stream(stack_env, tmp_path)
     stream.env.update({"XRIDES_LOGS_TOPIC": logs_topic, "XRIDES_ES_LOGS_PREFIX": logs_prefix})
     try:

@@ -23,8 +23,9 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from kafka import KafkaConsumer, KafkaProducer
 
+from xrides.kafka import AsyncProducer, KafkaConfig, ProducerConfig, TopicReader
+from xrides.request_ids import Position
 from xrides.ride import (
     RIDE_FIELDS,
     Ride,
@@ -34,6 +35,7 @@ from xrides.ride import (
     parse_ride,
     postgres_columns,
 )
+from xrides.topics import RIDES, RIDES_DLQ
 
 from conftest import REPO, PlatformProcess, free_port, wait_http
 
@@ -88,11 +90,16 @@ async def pg(stack_env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.fixture
-def producer(stack_env: dict[str, str]) -> Iterator[KafkaProducer]:
-    p = KafkaProducer(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"], acks="all", linger_ms=5)
+@pytest_asyncio.fixture
+async def producer(stack_env: dict[str, str]) -> AsyncIterator[AsyncProducer]:
+    """acks=all, idempotent; each send answers once Kafka acknowledged it (or failed within 30 s)."""
+    config = ProducerConfig(
+        stack_env["XRIDES_KAFKA_BOOTSTRAP"], delivery_timeout_ms=30_000, linger_ms=5, client_id="persister-it"
+    )
+    p = AsyncProducer(config)
+    await p.start([RIDES.name])
     yield p
-    p.close()
+    await p.close()
 
 
 def booking_ids(n: int) -> list[int]:
@@ -104,9 +111,50 @@ def ride(booking_id: int, **changes: Any) -> Ride:
     return parse_ride({**example_ride(), "booking_id": booking_id, **changes})
 
 
-def send(producer: KafkaProducer, envelope: RideEnvelope) -> tuple[int, int]:
-    metadata = producer.send("rides", key=envelope.key(), value=envelope.encode()).get(30)
-    return metadata.partition, metadata.offset
+def acknowledged(outcome: Position | BaseException) -> Position:
+    """A send's position; its error raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+async def send_raw(producer: AsyncProducer, key: bytes, value: bytes) -> Position:
+    (outcome,) = await producer.send_many(RIDES.name, [(key, value)])
+    return acknowledged(outcome)
+
+
+async def send(producer: AsyncProducer, envelope: RideEnvelope) -> tuple[int, int]:
+    position = await send_raw(producer, envelope.key(), envelope.encode())
+    return position.partition, position.offset
+
+
+def dead_letters(
+    bootstrap: str, source_partition: int, wanted: set[int], timeout_s: float = 30
+) -> dict[int, tuple[bytes, bytes]]:
+    """source offset -> (value, reason header) of the dead letters on ``rides.dlq`` from one
+    partition of ``rides``, read from the start of the topic until every ``wanted`` offset is there
+    or ``timeout_s`` passed (the worker writes dead letters after the batch's receipts)."""
+    reader = TopicReader(KafkaConfig(bootstrap, "persister-it"))
+    found: dict[int, tuple[bytes, bytes]] = {}
+    try:
+        start = {p: marks.low for p, marks in reader.watermarks(RIDES_DLQ.name).items()}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ranges = {
+                p: (start.get(p, marks.low), marks.high)
+                for p, marks in reader.watermarks(RIDES_DLQ.name).items()
+            }
+            limit = sum(max(0, stop - begin) for begin, stop in ranges.values())
+            for record in reader.read(RIDES_DLQ.name, ranges, limit):
+                start[record.partition] = max(start.get(record.partition, 0), record.offset + 1)
+                headers = dict(record.headers)
+                if headers.get("source-partition") == str(source_partition).encode():
+                    found[int(headers["source-offset"])] = (record.value, headers["reason"])
+            if wanted <= set(found) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+    finally:
+        reader.close()
 
 
 async def wait_for_receipts(
@@ -138,7 +186,7 @@ async def test_columns_match_the_ride_contract(pg: asyncpg.Pool) -> None:
 
 
 async def test_every_field_stored_as_sent_then_updates_and_replays(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer
 ) -> None:
     persister.start()
     first, second = booking_ids(2)
@@ -154,7 +202,10 @@ async def test_every_field_stored_as_sent_then_updates_and_replays(
     )
     no_coordinates = ride(second, to_lat=None, to_long=None, from_lat=None, from_long=None, to_area_id=None)
     v1 = new_version()
-    positions = [send(producer, RideEnvelope(original, v1)), send(producer, RideEnvelope(no_coordinates, v1))]
+    positions = [
+        await send(producer, RideEnvelope(original, v1)),
+        await send(producer, RideEnvelope(no_coordinates, v1)),
+    ]
     receipts = await wait_for_receipts(pg, positions)
     assert [r["outcome"] for r in receipts] == ["stored", "stored"]
 
@@ -172,13 +223,13 @@ async def test_every_field_stored_as_sent_then_updates_and_replays(
     # An update wins: cancel the ride.
     cancelled = parse_ride({**original.to_wire(), "car_cancellation": 1})
     v2 = new_version()
-    position = send(producer, RideEnvelope(cancelled, v2))
+    position = await send(producer, RideEnvelope(cancelled, v2))
     (receipt,) = await wait_for_receipts(pg, [position])
     assert receipt["outcome"] == "stored"
     assert await pg.fetchval("SELECT car_cancellation FROM cab_rides WHERE booking_id = $1", first) == 1
 
     # A replay of the older version never wins, and says so.
-    position = send(producer, RideEnvelope(original, v1, source="replay"))
+    position = await send(producer, RideEnvelope(original, v1, source="replay"))
     (receipt,) = await wait_for_receipts(pg, [position])
     assert receipt["outcome"] == "superseded"
     row = await pg.fetchrow("SELECT car_cancellation, version FROM cab_rides WHERE booking_id = $1", first)
@@ -187,15 +238,15 @@ async def test_every_field_stored_as_sent_then_updates_and_replays(
 
 
 async def test_moving_the_pickup_month_leaves_one_row(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer
 ) -> None:
     persister.start()
     (booking,) = booking_ids(1)
     january = ride(booking, from_date="1/20/2013 9:00")
     march = ride(booking, from_date="3/2/2013 9:00")
     positions = [
-        send(producer, RideEnvelope(january, new_version())),
-        send(producer, RideEnvelope(march, new_version())),
+        await send(producer, RideEnvelope(january, new_version())),
+        await send(producer, RideEnvelope(march, new_version())),
     ]
     await wait_for_receipts(pg, positions)
     rows = await pg.fetch(
@@ -205,15 +256,15 @@ async def test_moving_the_pickup_month_leaves_one_row(
 
 
 async def test_poison_is_dead_lettered_and_the_partition_keeps_flowing(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer, stack_env: dict[str, str]
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer, stack_env: dict[str, str]
 ) -> None:
     persister.start()
     key = b"7"  # one key: garbage, an invalid ride and a good ride share a partition, in order
-    bad_json = producer.send("rides", key=key, value=b"{not json").get(30)
+    bad_json = await send_raw(producer, key, b"{not json")
     invalid = RideEnvelope(ride(7), new_version()).encode().replace(b'"user_id":22177', b'"user_id":"x"')
-    bad_ride = producer.send("rides", key=key, value=invalid).get(30)
+    bad_ride = await send_raw(producer, key, invalid)
     (booking,) = booking_ids(1)
-    good = producer.send("rides", key=key, value=RideEnvelope(ride(booking), new_version()).encode()).get(30)
+    good = await send_raw(producer, key, RideEnvelope(ride(booking), new_version()).encode())
     positions = [(m.partition, m.offset) for m in (bad_json, bad_ride, good)]
     receipts = await wait_for_receipts(pg, positions)
     assert [r["outcome"] for r in sorted(receipts, key=lambda r: r["kafka_offset"])] == [
@@ -231,25 +282,18 @@ async def test_poison_is_dead_lettered_and_the_partition_keeps_flowing(
     assert bytes(failures[0]["payload"]) == b"{not json"
     assert "user_id data type mismatch" in failures[1]["reason"]
 
-    consumer = KafkaConsumer(
-        "rides.dlq",
-        bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        group_id=None,
+    found = await asyncio.to_thread(
+        dead_letters,
+        stack_env["XRIDES_KAFKA_BOOTSTRAP"],
+        bad_json.partition,
+        {bad_json.offset, bad_ride.offset},
     )
-    found = {}
-    for record in consumer:
-        headers = dict(record.headers)
-        if headers.get("source-partition") == str(bad_json.partition).encode():
-            found[int(headers["source-offset"])] = (record.value, headers["reason"])
-    consumer.close()
     assert found[bad_json.offset][0] == b"{not json"
     assert found[bad_ride.offset][1].startswith(b"invalid ride")
 
 
 async def test_rows_postgres_refuses_are_isolated(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer
 ) -> None:
     persister.start()
     refused_driver = 999_999_937
@@ -260,7 +304,7 @@ async def test_rows_postgres_refuses_are_isolated(
         ids = booking_ids(20)
         version = new_version()
         positions = [
-            send(producer, RideEnvelope(ride(b, driver_id=refused_driver if i == 7 else 5), version))
+            await send(producer, RideEnvelope(ride(b, driver_id=refused_driver if i == 7 else 5), version))
             for i, b in enumerate(ids)
         ]
         receipts = {
@@ -277,20 +321,21 @@ async def test_rows_postgres_refuses_are_isolated(
     assert reason.startswith("refused by PostgreSQL: CheckViolationError")
 
 
-async def stream(producer: KafkaProducer, ids: list[int], per_second: float) -> list[tuple[int, int]]:
+async def stream(producer: AsyncProducer, ids: list[int], per_second: float) -> list[tuple[int, int]]:
     """Produce one envelope per booking at a steady rate; return every acknowledged position."""
-    futures = []
+    chunks: list[asyncio.Task[list[Position | BaseException]]] = []
     version = new_version()
+    pending: list[tuple[bytes | None, bytes]] = []
     for index, booking in enumerate(ids):
-        futures.append(
-            producer.send(
-                "rides", key=str(booking).encode(), value=RideEnvelope(ride(booking), version).encode()
-            )
-        )
-        if index % 50 == 49:
+        pending.append((str(booking).encode(), RideEnvelope(ride(booking), version).encode()))
+        if index % 50 == 49:  # 50 sent, not waited for, then a pause: the rate
+            chunks.append(asyncio.create_task(producer.send_many(RIDES.name, pending)))
+            pending = []
             await asyncio.sleep(50 / per_second)
-    producer.flush(60)
-    return [(m.partition, m.offset) for m in (f.get(30) for f in futures)]
+    if pending:
+        chunks.append(asyncio.create_task(producer.send_many(RIDES.name, pending)))
+    outcomes = [outcome for chunk in await asyncio.gather(*chunks) for outcome in chunk]
+    return [(p.partition, p.offset) for p in map(acknowledged, outcomes)]
 
 
 async def assert_exactly_once(pool: asyncpg.Pool, ids: list[int], positions: list[tuple[int, int]]) -> None:
@@ -305,7 +350,7 @@ async def assert_exactly_once(pool: asyncpg.Pool, ids: list[int], positions: lis
 
 
 async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer
 ) -> None:
     first = persister.start(batch_max_rows="500")
     ids = booking_ids(6000)
@@ -320,7 +365,7 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
 
 
 async def test_rebalance_to_a_second_persister_and_back(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer
 ) -> None:
     persister.start()
     ids = booking_ids(6000)
@@ -334,7 +379,7 @@ async def test_rebalance_to_a_second_persister_and_back(
 
 
 async def test_postgres_outage_mid_stream(
-    persister: PersisterFactory, pg: asyncpg.Pool, producer: KafkaProducer, stack_env: dict[str, str]
+    persister: PersisterFactory, pg: asyncpg.Pool, producer: AsyncProducer, stack_env: dict[str, str]
 ) -> None:
     process = persister.start()
     ids = booking_ids(3000)

@@ -1,7 +1,7 @@
 """The query DSL on the real stack: every documented example gives the same answer on PostgreSQL,
 Elasticsearch and the archive, over the same synthetic rides; and the HTTP endpoints.
 
-The rides (``query_dsl.synthetic``) are loaded into a test table (``dsl_test.cab_rides``), test
+The rides (``loadgen.synthetic``) are loaded into a test table (``dsl_test.cab_rides``), test
 indices (``dsltest-rides-*``, under the Flink job's index template) and test Parquet files
 (``s3://xrides-archive/dsltest/rides/dt=*``), so nothing the platform writes is touched.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from loadgen.synthetic import load_all, make_rides
 from query_dsl import QueryEngine, QueryError, QuerySettings, parse_document, plan_query
 from query_dsl.result import Result
-from query_dsl.synthetic import load_all, make_rides
 
 from stack_env import stack_setting
 

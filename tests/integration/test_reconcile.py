@@ -24,10 +24,9 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,19 +34,19 @@ import asyncpg
 import orjson
 import pytest
 from elasticsearch import AsyncElasticsearch, helpers
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
 
 from archiver.archive import Archiver
 from archiver.settings import ArchiverSettings
-from archiver.store import ArchiveStore
-from flink_jobs.enrich import ServiceRegion, daily_index, enrich
-from flink_jobs.mapping import rides_template, template_name
-from persister.consumer import decode
-from persister.migrate import migrate
+from loadgen.synthetic import make_rides
+from persister.sink import decode
 from persister.writer import RideWriter
-from query_dsl.synthetic import make_rides
+from xrides.archive.store import ArchiveStore
+from xrides.db.migrate import migrate
+from xrides.kafka import DeliveryProducer, KafkaAdmin, KafkaConfig, OutRecord, Record
 from xrides.ride import Ride, RideEnvelope, example_ride, format_timestamp
+from xrides.ride.enrich import ServiceRegion, daily_index, enrich
+from xrides.search.templates import rides_template, template_name
+from xrides.topics import RIDES
 
 from conftest import REPO, free_port, wait_http
 
@@ -227,8 +226,9 @@ async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
     dsn = _dsn_with_db(base_dsn, db)
     await migrate(dsn)
     topic = f"recontest-{tag}-rides"
-    kafka_admin = KafkaAdminClient(bootstrap_servers=stack_env["XRIDES_KAFKA_BOOTSTRAP"])
-    kafka_admin.create_topics([NewTopic(topic, 2, 1)])
+    kafka_admin = KafkaAdmin(KafkaConfig(stack_env["XRIDES_KAFKA_BOOTSTRAP"], "reconcile-it"))
+    created = kafka_admin.ensure_topics([replace(RIDES, name=topic, partitions=2, cluster_partitions=None)])
+    assert created == [topic]
     prefix = f"recontest{tag}-rides-"
     archiver = ArchiverSettings(
         pg_dsn=dsn,
@@ -261,7 +261,7 @@ async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
     try:
         yield World(env, dsn, topic, prefix, archiver)
     finally:
-        store = ArchiveStore(archiver)
+        store = ArchiveStore(archiver.store_config())
         for obj in store.objects(store.prefix + "/"):
             store.delete(obj.key)
         es = AsyncElasticsearch(archiver.es_url)
@@ -270,7 +270,6 @@ async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
         finally:
             await es.close()
         kafka_admin.delete_topics([topic])
-        kafka_admin.close()
         admin = await asyncpg.connect(base_dsn)
         await admin.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
         await admin.close()
@@ -278,13 +277,12 @@ async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
 
 def _produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes, bytes]]) -> list[tuple[int, int]]:
     """(partition, key, value) in order -> (partition, offset) of each."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = DeliveryProducer(KafkaConfig(bootstrap, "reconcile-it"))
     try:
-        futures = [producer.send(topic, key=k, value=v, partition=p) for p, k, v in messages]
-        producer.flush(30)
-        return [(f.get(30).partition, f.get(30).offset) for f in futures]
+        positions = producer.send_all([OutRecord(topic, v, key=k, partition=p) for p, k, v in messages])
     finally:
         producer.close()
+    return [(p.partition, p.offset) for p in positions]
 
 
 def _day(ride: Ride) -> date:
@@ -347,10 +345,7 @@ async def test_every_injected_gap_is_counted_and_named(world: World) -> None:
     plan.append((0, b"new", RideEnvelope(pending_fresh, fresh_version).encode()))
     bootstrap = w.env["XRIDES_KAFKA_BOOTSTRAP"]
     placed = await asyncio.to_thread(_produce, bootstrap, w.topic, plan)
-    records = [
-        SimpleNamespace(topic=w.topic, partition=p, offset=o, key=k, value=v)
-        for (p, o), (_, k, v) in zip(placed, plan, strict=True)
-    ]
+    records = [Record(w.topic, p, o, k, v) for (p, o), (_, k, v) in zip(placed, plan, strict=True)]
     skipped = {placed[-2], placed[-1], placed[len(normal) // 2 + 1]}  # the two pending, the hole
     messages = [decode(r) for r in records if (r.partition, r.offset) not in skipped]
     assert sum(1 for m in messages if m.error) == 1, "the invalid ride is the one poisoned message"

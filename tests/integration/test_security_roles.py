@@ -1,4 +1,4 @@
-"""Least-privilege PostgreSQL roles (persister/migrations/0004_roles.sql) on the real stack.
+"""Least-privilege PostgreSQL roles (xrides/db/migrations/0004_roles.sql) on the real stack.
 
 Every write a role must not make is tried for real; the ones it may make run in a transaction that
 is rolled back, so the shared database is left as it was.
@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from persister.migrate import SchemaOutdated, migrate
+from xrides.db.migrate import SchemaOutdated, all_migrations, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +148,8 @@ async def test_migrations_rerun_safely_and_only_the_owner_applies_them(stack_env
         with pytest.raises(SchemaOutdated, match="persister migrate"):
             await migrate(reader_fresh)
         applied = await migrate(fresh)
-        assert applied[-1] == "0004_roles"
+        assert applied == [version for version, _ in all_migrations()]
+        assert "0004_roles" in applied and applied[-1].startswith("apply_staged_rides@")
         assert await migrate(fresh) == []
         writer_fresh = stack_env["XRIDES_PG_WRITER_DSN"].rsplit("/", 1)[0] + "/" + name
         assert await migrate(writer_fresh) == []  # up to date: the writer only makes partitions

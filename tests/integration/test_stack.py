@@ -11,6 +11,7 @@ import json
 import time
 import urllib.request
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -20,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.config import Config
 from elasticsearch import Elasticsearch
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 from pyarrow import fs
+
+from xrides.kafka import DeliveryProducer, KafkaAdmin, KafkaConfig, OutRecord, TopicReader
+from xrides.topics import LOGS, RIDES, RIDES_DLQ
 
 from stack_env import stack_setting
 
@@ -34,35 +36,34 @@ def _unique(prefix: str) -> str:
 
 
 def test_kafka_produce_and_consume_on_a_fresh_topic() -> None:
-    bootstrap = stack_setting("XRIDES_KAFKA_BOOTSTRAP")
+    config = KafkaConfig(stack_setting("XRIDES_KAFKA_BOOTSTRAP"), "stack-it")
     topic = _unique("stack-it")
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="stack-it", request_timeout_ms=30000)
+    admin = KafkaAdmin(config, timeout_s=30.0)
     try:
-        admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        created = admin.ensure_topics([replace(RIDES, name=topic, partitions=1, cluster_partitions=None)])
+        assert created == [topic]
+        producer = DeliveryProducer(config)  # acks=all; returns once the broker acknowledged
         try:
-            meta = producer.send(topic, key=b"ride-1", value=b'{"ride_id": 1}').get(timeout=30)
-            producer.flush(timeout=30)
+            (position,) = producer.send_all([OutRecord(topic, b'{"ride_id": 1}', key=b"ride-1")])
         finally:
-            producer.close(timeout=10)
-        assert meta.topic == topic
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=20000
+            producer.close(timeout_s=10)
+        reader = TopicReader(config, timeout_s=20.0)
+        try:
+            beginning = reader.watermarks(topic)[position.partition].low
+            received = reader.read_one(topic, position.partition, beginning)
+        finally:
+            reader.close()
+        assert received is not None, f"nothing at the beginning of {topic}/{position.partition}"
+        assert (received.topic, received.partition, received.offset) == (
+            topic,
+            position.partition,
+            position.offset,
         )
-        try:
-            partition = TopicPartition(topic, meta.partition)
-            consumer.assign([partition])
-            consumer.seek_to_beginning(partition)
-            received = next(iter(consumer))
-        finally:
-            consumer.close()
         assert (received.key, received.value) == (b"ride-1", b'{"ride_id": 1}')
-        assert set(admin.list_topics()) >= {topic, "rides", "rides.dlq", "logs"}
+        _, topics = admin.describe()
+        assert set(topics) >= {topic, RIDES.name, RIDES_DLQ.name, LOGS.name}
     finally:
-        try:
-            admin.delete_topics([topic])
-        finally:
-            admin.close()
+        admin.delete_topics([topic])
 
 
 def test_postgres_select_and_create_insert_select() -> None:

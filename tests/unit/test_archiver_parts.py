@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver.archive import cutoff_day, decode_parquet, encode_parquet, index_day, index_name, merge_latest
-from archiver.manifest import Manifest, ManifestObject, describe_schema
-from archiver.schema import COLUMNS, archive_schema, canonical, day_bounds, rows_to_table
 from archiver.settings import ArchiverSettings
+from xrides.archive.manifest import Manifest, ManifestObject, describe_schema
+from xrides.archive.schema import COLUMNS, archive_schema, canonical, day_bounds, rows_to_table
 
-MIGRATION = Path(__file__).resolve().parents[2] / "persister" / "migrations" / "0001_schema.sql"
+MIGRATION = Path(__file__).resolve().parents[2] / "xrides" / "db" / "migrations" / "0001_schema.sql"
 
 
 def _row(booking_id: int, version: int, offset: int = 0, cancelled: int = 0) -> tuple[object, ...]:

@@ -18,8 +18,8 @@ from flink_jobs.demand import (
     window_start,
 )
 from flink_jobs.logs import log_action
-from flink_jobs.mapping import LOG_PROPERTIES, demand_template, logs_template, template_name
 from xrides.ride import RideEnvelope, example_ride, parse_ride
+from xrides.search.templates import LOG_PROPERTIES, demand_template, logs_template, template_name
 
 T0 = int(datetime(2013, 1, 10, 10, 0, tzinfo=UTC).timestamp() * 1000)
 

@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from flink_jobs.actions import BookingState, Window, plan
-from flink_jobs.enrich import ServiceRegion, booking_channel, daily_index, enrich, haversine_km
-from flink_jobs.indexer import bulk_body, classify
-from flink_jobs.mapping import ENRICHED_PROPERTIES, rides_template
+from indexer.sink import bulk_body, classify
 from xrides.ride import RideEnvelope, elasticsearch_properties, example_ride, parse_ride
+from xrides.ride.enrich import ServiceRegion, booking_channel, daily_index, enrich, haversine_km
+from xrides.search.templates import ENRICHED_PROPERTIES, rides_template
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 REGION = ServiceRegion()

@@ -24,13 +24,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from deploy.render import kafka_topics_yaml
 from deploy.stack.platform import REGISTRY, PlatformProcess
-from deploy.stack.topics import wanted_topics
-from flink_jobs import topics as stream_topics
 from flink_jobs.settings import StreamSettings
+from indexer.settings import IndexerSettings
 from ingest_service.settings import ApiSettings
 from persister.settings import PersisterSettings
 from xrides.settings import PREFIX, load_settings
+from xrides.topics import TOPICS, Topic
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -46,7 +47,7 @@ GENERATED_SECRETS = {
     "xrides-pg-app": {"uri", "username", "password", "host", "port", "dbname"},
     "xrides-es-elastic-user": {"elastic"},
 }
-# The PostgreSQL role each container logs in as (persister/migrations/0004_roles.sql); `migrate`
+# The PostgreSQL role each container logs in as (xrides/db/migrations/0004_roles.sql); `migrate`
 # runs as the owner (the operator's generated xrides-pg-app).
 PG_ROLE_SECRETS = {
     "persister": "xrides-pg-writer",
@@ -445,17 +446,31 @@ def test_every_platform_container_port_is_a_port_setting(objects: list[Doc]) -> 
 # --- Kafka: topics and durability ---------------------------------------------------------------
 
 
-def _code_topics() -> dict[str, int]:
-    """Topic name -> the partition count the code (or the local stack) creates it with."""
-    api, persister, stream = ApiSettings(), PersisterSettings(), StreamSettings()
-    stream_partitions = inspect.signature(stream_topics.ensure_topics).parameters["partitions"].default
-    topics = {spec.name: spec.partitions for spec in wanted_topics({})}
-    topics[api.requests_topic] = api.requests_partitions
-    topics[stream.actions_topic] = int(stream_partitions)
-    topics[stream.es_dlq_topic] = int(stream_partitions)
-    for name in (api.rides_topic, persister.rides_topic, stream.rides_topic, persister.dlq_topic):
-        assert name in topics, f"topic {name} is used by the code but not created by the local stack"
+def _code_topics() -> dict[str, Topic]:
+    """Topic name -> its registry entry; every topic a settings class names is in the registry."""
+    api, persister, stream, indexer = ApiSettings(), PersisterSettings(), StreamSettings(), IndexerSettings()
+    topics = {topic.name: topic for topic in TOPICS}
+    named = (
+        api.rides_topic,
+        api.requests_topic,
+        persister.rides_topic,
+        persister.dlq_topic,
+        stream.rides_topic,
+        stream.actions_topic,
+        stream.es_dlq_topic,
+        stream.logs_topic,
+        indexer.actions_topic,
+        indexer.es_dlq_topic,
+    )
+    for name in named:
+        assert name in topics, f"topic {name} is used by the code but not in the registry"
     return topics
+
+
+def test_kafka_topics_file_is_the_registry_rendered() -> None:
+    assert (REPO / "deploy/k8s/kafka-topics.yaml").read_text(encoding="utf-8") == kafka_topics_yaml(), (
+        "deploy/k8s/kafka-topics.yaml is out of date: run `python -m deploy.render`"
+    )
 
 
 def _kafka_topics(objects: list[Doc]) -> dict[str, Doc]:
@@ -470,12 +485,13 @@ def test_kafka_topics_are_the_codes_replicated(objects: list[Doc]) -> None:
     for name, doc in declared.items():
         spec = doc["spec"]
         assert doc["metadata"]["labels"]["strimzi.io/cluster"] == kafka_name
-        assert spec["partitions"] >= code[name], f"{name}: fewer partitions than the code creates"
+        topic = code[name]
+        assert spec["partitions"] == topic.partitions_on(3), f"{name}: partitions differ from the registry"
         assert spec["replicas"] == 3, f"{name}: replication factor 3"
         assert int(spec["config"]["min.insync.replicas"]) == 2, (
             f"{name}: acks=all must survive one lost replica"
         )
-        assert int(spec["config"]["retention.ms"]) >= ApiSettings().topic_retention_ms, f"{name}: retention"
+        assert int(spec["config"]["retention.ms"]) == topic.retention_ms, f"{name}: retention"
 
 
 def test_kafka_cluster_refuses_unsafe_writes(objects: list[Doc]) -> None:
@@ -497,7 +513,7 @@ def test_kafka_cluster_refuses_unsafe_writes(objects: list[Doc]) -> None:
 def test_consumers_scale_within_their_topics_and_wait_for_them(objects: list[Doc]) -> None:
     topics = _kafka_topics(objects)
     hpas = _of_kind(objects, "HorizontalPodAutoscaler")
-    bounds = {"persister": PersisterSettings().rides_topic, "es-indexer": StreamSettings().actions_topic}
+    bounds = {"persister": PersisterSettings().rides_topic, "es-indexer": IndexerSettings().actions_topic}
     for deployment, topic in bounds.items():
         assert hpas[deployment]["spec"]["maxReplicas"] <= topics[topic]["spec"]["partitions"], (
             f"{deployment}: more replicas than {topic} has partitions would sit idle"

@@ -19,12 +19,13 @@ class SlowProducer:
         self.release = release
         self.sent: list[bytes] = []
 
-    def send(self, topic: str, value: bytes) -> None:
+    def send(self, topic: str, value: bytes, delivered: Any) -> None:
         self.release.wait(10)
         self.sent.append(value)
+        delivered(True)
 
-    def flush(self, timeout: float | None = None) -> None:
-        return
+    def flush(self, timeout: float | None = None) -> int:
+        return 0
 
     def close(self, timeout: float | None = None) -> None:
         return

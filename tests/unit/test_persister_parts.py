@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
-from types import SimpleNamespace
 
-from persister.consumer import decode, reason_label
-from persister.migrate import _months_around
+from persister.sink import decode, reason_label
 from persister.writer import Message, latest_per_booking
+from xrides.db.migrate import _months_around
+from xrides.kafka import Record
 from xrides.ride import RideEnvelope, example_ride, parse_ride
+from xrides.topics import RIDES
 
 
-def record(value: bytes, offset: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(topic="rides", partition=1, offset=offset, key=b"k", value=value)
+def record(value: bytes, offset: int = 0) -> Record:
+    return Record(RIDES.name, 1, offset, b"k", value)
 
 
 def envelope(booking_id: int, version: int) -> RideEnvelope:

@@ -10,14 +10,14 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from flink_jobs.enrich import ServiceRegion, enrich
-from flink_jobs.mapping import ENRICHED_PROPERTIES, rides_template
 from ingest_service.query_routes import query_settings
 from ingest_service.settings import ApiSettings
+from loadgen.synthetic import make_rides
 from query_dsl.catalog import FIELDS, POINTS, RATIOS, ValueType
 from query_dsl.result import geohash, geohash_cells
-from query_dsl.synthetic import make_rides
 from xrides.ride import RIDE_FIELDS, Kind, parquet_schema
+from xrides.ride.enrich import ServiceRegion, enrich
+from xrides.search.templates import ENRICHED_PROPERTIES, rides_template
 
 ES_TYPES = {
     ValueType.INTEGER: {"long", "integer", "byte", "short"},
@@ -66,7 +66,7 @@ def test_ratios_divide_a_flag() -> None:
 
 
 def test_derived_fields_in_duckdb_equal_the_flink_enrichment() -> None:
-    """The archive's SQL formulas give what flink_jobs.enrich stores in Elasticsearch (PostgreSQL's are
+    """The archive's SQL formulas give what xrides.ride.enrich stores in Elasticsearch (PostgreSQL's are
     checked the same way by the integration test, through whole queries)."""
     now = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
     rides = make_rides(300, now, 3, seed=11)

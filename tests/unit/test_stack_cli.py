@@ -38,6 +38,7 @@ from deploy.stack.processes import (
 )
 from deploy.stack.s3signing import sign_headers
 from deploy.stack.topics import wanted_topics
+from xrides.topics import RIDES, TOPICS
 
 EXPECTED_VARIABLES = [
     "XRIDES_KAFKA_BOOTSTRAP",
@@ -51,6 +52,7 @@ EXPECTED_VARIABLES = [
     "XRIDES_PROMETHEUS_URL",
     "XRIDES_API_URL",
     "XRIDES_API_KEY",
+    "XRIDES_HEALTH_PEERS",
     "XRIDES_PG_WRITER_DSN",
     "XRIDES_PG_WRITER_PASSWORD",
     "XRIDES_PG_READER_DSN",
@@ -309,12 +311,14 @@ def test_java_version_parsing() -> None:
 
 
 def test_rides_partitions_come_from_the_environment() -> None:
-    assert [(t.name, t.partitions) for t in wanted_topics({})] == [
-        ("rides", 6),
-        ("rides.dlq", 3),
-        ("logs", 3),
+    assert [(t.name, t.partitions, t.replication) for t in wanted_topics({})] == [
+        (topic.name, topic.partitions, 1) for topic in TOPICS
     ]
     assert wanted_topics({"XRIDES_RIDES_PARTITIONS": "12"})[0].partitions == 12
+    on_three = {t.name: t for t in wanted_topics({}, brokers=3)}
+    assert on_three["rides.es"].replication == 3
+    assert dict(on_three["rides.es"].config)["min.insync.replicas"] == "2"
+    assert on_three["rides"].partitions == RIDES.cluster_partitions
     with pytest.raises(StackError, match="XRIDES_RIDES_PARTITIONS"):
         wanted_topics({"XRIDES_RIDES_PARTITIONS": "zero"})
 

@@ -151,44 +151,55 @@ def _check_field(spec: FieldSpec, value: object, zone: ZoneInfo) -> tuple[object
             "null",
             f"{spec.name} must not be null, {spec.name} expected to be {_PY_TYPE_NAMES[spec.kind]}",
         )
-    kind = spec.kind
-    if kind is Kind.TIMESTAMP:
-        if not isinstance(value, str):
-            return None, _type_error(spec, value)
-        try:
-            return parse_timestamp(value, zone), None
-        except DateFormatError:
-            return None, FieldError(
-                spec.name,
-                "format_mismatch",
-                "month/day/year hour:minute[:second] or ISO 8601",
-                _show(value),
-                f"{spec.name} format mismatch, {DATE_FORMAT_HINT}",
-            )
-    if kind in (Kind.LATITUDE, Kind.LONGITUDE):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None, _type_error(spec, value)
-        number = float(value)
-        low, high = _RANGES[kind]
-        if not (math.isfinite(number) and low <= number <= high):
-            return None, FieldError(
-                spec.name,
-                "out_of_range",
-                f"{low:g}..{high:g}",
-                _show(value),
-                f"{spec.name} out of range, expected {low:g}..{high:g}",
-            )
-        return number, None
-    # ID, INT and FLAG are integers; bool is an int subclass in Python but never one on the wire.
+    if spec.kind is Kind.TIMESTAMP:
+        return _check_timestamp(spec, value, zone)
+    if spec.kind in (Kind.LATITUDE, Kind.LONGITUDE):
+        return _check_coordinate(spec, value)
+    return _check_integer(spec, value)
+
+
+def _check_timestamp(spec: FieldSpec, value: object, zone: ZoneInfo) -> tuple[object, FieldError | None]:
+    if not isinstance(value, str):
+        return None, _type_error(spec, value)
+    try:
+        return parse_timestamp(value, zone), None
+    except DateFormatError:
+        return None, FieldError(
+            spec.name,
+            "format_mismatch",
+            "month/day/year hour:minute[:second] or ISO 8601",
+            _show(value),
+            f"{spec.name} format mismatch, {DATE_FORMAT_HINT}",
+        )
+
+
+def _check_coordinate(spec: FieldSpec, value: object) -> tuple[object, FieldError | None]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, _type_error(spec, value)
+    number = float(value)
+    low, high = _RANGES[spec.kind]
+    if not (math.isfinite(number) and low <= number <= high):
+        return None, FieldError(
+            spec.name,
+            "out_of_range",
+            f"{low:g}..{high:g}",
+            _show(value),
+            f"{spec.name} out of range, expected {low:g}..{high:g}",
+        )
+    return number, None
+
+
+def _check_integer(spec: FieldSpec, value: object) -> tuple[object, FieldError | None]:
+    """ID, INT and FLAG; bool is an int subclass in Python but never one on the wire."""
     if isinstance(value, bool) or not isinstance(value, int):
         return None, _type_error(spec, value)
-    if kind is Kind.FLAG:
+    if spec.kind is Kind.FLAG:
         if value not in (0, 1):
             return None, FieldError(
                 spec.name, "out_of_range", "0 or 1", _show(value), f"{spec.name} must be 0 or 1"
             )
         return value, None
-    high = INT32_MAX if kind is Kind.INT else INT64_MAX
+    high = INT32_MAX if spec.kind is Kind.INT else INT64_MAX
     if not 0 <= value <= high:
         return None, FieldError(
             spec.name,
@@ -261,7 +272,9 @@ def _timestamp(text: str, zone: ZoneInfo) -> datetime:
     return parse_timestamp(text, zone)
 
 
-def _accept_valid(data: dict[str, object], zone: ZoneInfo) -> list[Any] | None:
+def _accept_valid(  # noqa: C901, PLR0911, PLR0912 - one flat loop on purpose: the hot path (see parse_ride)
+    data: dict[str, object], zone: ZoneInfo
+) -> list[Any] | None:
     """The ride's values in field order when every field is valid as sent, else None (no verdict)."""
     values: list[Any] = []
     get = data.get

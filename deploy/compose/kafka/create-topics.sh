@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot of docker-compose.yml: create the platform's topics (idempotent), then show them.
 #
-#   create-topics.sh NAME:PARTITIONS...
+#   create-topics.sh NAME:PARTITIONS[:RETENTION_MS]...
 #
 # BOOTSTRAP_SERVERS, REPLICATION_FACTOR and MIN_INSYNC_REPLICAS come from the environment.
 # A topic that exists is left as it is: partitions can be added later, never removed, and a
@@ -20,16 +20,20 @@ fi
 
 names=()
 for spec in "$@"; do
-    name=${spec%%:*}
-    partitions=${spec##*:}
-    if [ -z "$name" ] || [ "$name" = "$spec" ] || ! [[ "$partitions" =~ ^[1-9][0-9]*$ ]]; then
-        echo "bad topic spec '$spec' (want NAME:PARTITIONS)" >&2
+    IFS=: read -r name partitions retention extra <<<"$spec"
+    if [ -z "$name" ] || [ -n "$extra" ] || ! [[ "$partitions" =~ ^[1-9][0-9]*$ ]] \
+        || ! [[ "${retention:-1}" =~ ^[1-9][0-9]*$ ]]; then
+        echo "bad topic spec '$spec' (want NAME:PARTITIONS[:RETENTION_MS])" >&2
         exit 2
+    fi
+    configs=(--config "min.insync.replicas=$MIN_INSYNC_REPLICAS")
+    if [ -n "$retention" ]; then
+        configs+=(--config "retention.ms=$retention")
     fi
     echo "topic $name: $partitions partitions, replication factor $REPLICATION_FACTOR, min ISR $MIN_INSYNC_REPLICAS"
     "$topics_cmd" --bootstrap-server "$BOOTSTRAP_SERVERS" --create --if-not-exists \
         --topic "$name" --partitions "$partitions" --replication-factor "$REPLICATION_FACTOR" \
-        --config "min.insync.replicas=$MIN_INSYNC_REPLICAS"
+        "${configs[@]}"
     names+=("$name")
 done
 

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import asyncpg
 
+from xrides.db.rides import contract_objects, fingerprint
 from xrides.errors import XRidesError
 
-log = logging.getLogger("persister.migrate")
+log = logging.getLogger("xrides.db.migrate")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x58524944  # "XRID"
@@ -62,28 +63,37 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-async def _pending(conn: asyncpg.Connection) -> list[Path]:
-    files = sorted(MIGRATIONS.glob("*.sql"))
+def all_migrations() -> list[tuple[str, str]]:
+    """(version, SQL) in order: the numbered files, then the objects rendered from the contract
+    (xrides/db/rides.py), each versioned by its text's fingerprint, so a changed rendering is a
+    new migration and an unchanged one is applied once."""
+    files = [(path.stem, path.read_text()) for path in sorted(MIGRATIONS.glob("*.sql"))]
+    rendered = [(f"{name}@{fingerprint(sql)}", sql) for name, sql in contract_objects().items()]
+    return files + rendered
+
+
+async def _pending(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    wanted = all_migrations()
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
-        return files
+        return wanted
     done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return [path for path in files if path.stem not in done]
+    return [(version, sql) for version, sql in wanted if version not in done]
 
 
-async def _apply(conn: asyncpg.Connection, pending: list[Path]) -> list[str]:
+async def _apply(conn: asyncpg.Connection, pending: list[tuple[str, str]]) -> list[str]:
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
     )
     applied = []
-    for path in pending:
+    for version, sql in pending:
         async with conn.transaction():
-            await conn.execute(path.read_text())
+            await conn.execute(sql)
             await conn.execute(
-                "INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING", path.stem
+                "INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING", version
             )
-        log.info("migration applied", extra={"migration": path.stem})
-        applied.append(path.stem)
+        log.info("migration applied", extra={"migration": version})
+        applied.append(version)
     return applied
 
 
@@ -113,7 +123,7 @@ async def migrate(
             applied = await _apply(conn, pending) if pending else []
         except asyncpg.InsufficientPrivilegeError as exc:
             user = await conn.fetchval("SELECT current_user")
-            names = ", ".join(p.stem for p in pending)
+            names = ", ".join(version for version, _ in pending)
             raise SchemaOutdated(
                 f"migrations {names} are pending and role {user} may not apply them ({exc}): "
                 "run `python -m persister migrate` with the schema owner's XRIDES_PG_DSN"

@@ -5,18 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from xrides.ride import elasticsearch_properties
+from xrides.ride.enrich import DERIVED_FIELDS
 
 ENRICHED_PROPERTIES: dict[str, dict[str, Any]] = {
-    "distance_km": {"type": "double"},
-    "lead_time_min": {"type": "double"},
-    "trip_duration_min": {"type": "double"},
-    "hour_of_day": {"type": "byte"},
-    "day_of_week": {"type": "byte"},
-    "is_weekend": {"type": "boolean"},
-    "booking_channel": {"type": "keyword"},
+    **{d.name: {"type": d.es_type} for d in DERIVED_FIELDS},
     "pickup": {"type": "geo_point"},
     "dropoff": {"type": "geo_point"},
-    "is_cancelled": {"type": "boolean"},
     "quality": {
         "properties": {
             name: {"type": "boolean"}

@@ -15,9 +15,19 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from archiver.settings import ArchiverSettings
-
 MANIFEST_NAME = "_manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the archive lives and the key pair that reaches it (each process has its own)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    prefix: str = "rides"
+    region: str = "us-east-1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +41,15 @@ def sha256_hex(data: bytes) -> str:
 
 
 class ArchiveStore:
-    def __init__(self, settings: ArchiverSettings) -> None:
-        self.bucket = settings.s3_bucket
-        self.prefix = settings.archive_prefix.strip("/")
+    def __init__(self, config: StoreConfig) -> None:
+        self.bucket = config.bucket
+        self.prefix = config.prefix.strip("/")
         self._s3: Any = boto3.client(
             "s3",
-            endpoint_url=settings.s3_endpoint,
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key,
-            region_name="us-east-1",
+            endpoint_url=config.endpoint,
+            aws_access_key_id=config.access_key,
+            aws_secret_access_key=config.secret_key,
+            region_name=config.region,
             config=Config(
                 s3={"addressing_style": "path"},
                 retries={"max_attempts": 5, "mode": "standard"},

@@ -1,4 +1,6 @@
-"""The API's only path to durability: an idempotent, ``acks=all`` Kafka producer behind asyncio.
+"""The asyncio producer: an idempotent, ``acks=all`` write that answers with each message's position.
+
+It is the API's only path to durability, and what any other async writer of the platform uses.
 
 The producer is librdkafka (confluent-kafka): ``produce()`` hands the message to C code that
 batches, sends and retries in its own threads without the GIL, so a ride costs a few microseconds
@@ -8,9 +10,9 @@ by one ``_Outcomes``, and the event loop is woken once per ``poll()`` for every 
 finished in it, not once per message (a 1,000-ride batch is one wake-up, as are 50 single rides
 acknowledged by the same broker response).
 
-Why not kafka-python, which the API used first: profiling at 800 rides/s showed its sender
-thread and per-send wake-ups (a socket write each) taking more than half of the API's CPU, all
-of it under the GIL the handlers need.
+Why librdkafka and not kafka-python, which the API used first: profiling at 800 rides/s showed
+kafka-python's sender thread and per-send wake-ups (a socket write each) taking more than half of
+the API's CPU, all of it under the GIL the handlers need (docs/decisions.md has the comparison).
 
 Rules that keep the 202 honest and the loop responsive:
 
@@ -39,12 +41,9 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Message, Producer
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
-from ingest_service.metrics import PRODUCE_SECONDS, PRODUCER_RESETS
 from xrides.errors import BrokerUnavailable
+from xrides.kafka.config import CLIENT_LOG, KafkaConfig
 from xrides.request_ids import Position
 
 log = logging.getLogger(__name__)
@@ -62,23 +61,21 @@ class ProducerConfig:
     max_message_bytes: int = 8 * 1024 * 1024
 
     def librdkafka(self) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": self.bootstrap,
-            "client.id": self.client_id,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": self.linger_ms,
-            "message.max.bytes": self.max_message_bytes,
-            # The broker must answer within the delivery timeout; retries happen inside it.
-            "message.timeout.ms": self.delivery_timeout_ms,
-            "request.timeout.ms": max(1000, self.delivery_timeout_ms - 500),
-            "reconnect.backoff.max.ms": 1000,
-            "socket.nagle.disable": True,
-            # murmur2 as in the Java client and kafka-python, so every producer of a booking's
-            # messages (the API, the dead-letter replay, tests) picks the same partition for it
-            "partitioner": "murmur2_random",
-            "statistics.interval.ms": _STATS_INTERVAL_MS,
-        }
+        conf = KafkaConfig(self.bootstrap, self.client_id).producer(
+            delivery_timeout_ms=self.delivery_timeout_ms, linger_ms=self.linger_ms
+        )
+        conf.update(
+            {"message.max.bytes": self.max_message_bytes, "statistics.interval.ms": _STATS_INTERVAL_MS}
+        )
+        return conf
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerHooks:
+    """What the owner measures: each request's time to acknowledgement, and producer resets."""
+
+    observe_seconds: Callable[[float], None] = lambda _s: None
+    reset: Callable[[], None] = lambda: None
 
 
 class _Client:
@@ -93,7 +90,7 @@ class _Client:
         self.fatal: str | None = None
         self._stopping = threading.Event()
         conf = config.librdkafka()
-        conf.update(error_cb=self._on_error, stats_cb=self._on_stats, logger=log)
+        conf.update(error_cb=self._on_error, stats_cb=self._on_stats, logger=CLIENT_LOG)
         self.producer = Producer(conf)
         self._thread = threading.Thread(target=self._poll_forever, name="kafka-poll", daemon=True)
         self._thread.start()
@@ -139,11 +136,12 @@ class _Client:
         self._thread.join(timeout=2 * _POLL_S + 1)
 
 
-class RideProducer:
+class AsyncProducer:
     """Writes messages and returns their Kafka positions once the broker has them (acks=all)."""
 
-    def __init__(self, config: ProducerConfig) -> None:
+    def __init__(self, config: ProducerConfig, hooks: ProducerHooks | None = None) -> None:
         self._config = config
+        self._hooks = hooks or ProducerHooks()
         self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._topics: tuple[str, ...] = ()
@@ -211,7 +209,7 @@ class RideProducer:
                 tracker.failed(index, exc)
         budget = self._config.delivery_timeout_ms / 1000 + 1.0
         await asyncio.wait([tracker.all_done], timeout=budget)  # returns at the budget, never raises
-        PRODUCE_SECONDS.observe(time.perf_counter() - started)
+        self._hooks.observe_seconds(time.perf_counter() - started)
         outcomes = tracker.snapshot()
         if client.fatal is not None or any(isinstance(o, BaseException) for o in outcomes):
             await self._reset_if_wedged(topic)
@@ -233,31 +231,13 @@ class RideProducer:
             self._last_reset = time.monotonic()
             self._client = _Client(self._config, self._loop)
             self.resets += 1
-            PRODUCER_RESETS.inc()
+            self._hooks.reset()
             reason = old.fatal or "the broker was reachable but acknowledged nothing"
             log.warning("kafka producer replaced", extra={"error.message": reason[:200]})
         # whatever the old one still holds was never acknowledged; close it off the request path
         task = asyncio.create_task(_discard(old))
         self._discarding.add(task)
         task.add_done_callback(self._discarding.discard)
-
-    async def ensure_topic(self, topic: str, partitions: int, retention_ms: int) -> None:
-        """Create a topic if it is missing (the launcher creates them too; this covers other setups)."""
-
-        def create() -> None:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self._config.bootstrap, client_id=self._config.client_id
-            )
-            try:
-                admin.create_topics(
-                    [NewTopic(topic, partitions, 1, topic_configs={"retention.ms": str(retention_ms)})]
-                )
-            except TopicAlreadyExistsError:
-                pass
-            finally:
-                admin.close()
-
-        await asyncio.to_thread(create)
 
     async def close(self) -> None:
         """Flush what is buffered, then stop polling (graceful stop)."""

@@ -22,8 +22,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from elasticsearch import AsyncElasticsearch, helpers
 
-from flink_jobs.enrich import ServiceRegion, daily_index, enrich
-from flink_jobs.mapping import rides_template
 from loadgen.rides import KOLKATA, RideGenerator, legacy_date
 from query_dsl.compile_pg import quote_table
 from query_dsl.settings import QuerySettings
@@ -36,6 +34,8 @@ from xrides.ride import (
     parse_ride,
     postgres_columns,
 )
+from xrides.ride.enrich import ServiceRegion, daily_index, enrich
+from xrides.search.templates import rides_template
 
 
 def iter_rides(

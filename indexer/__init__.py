@@ -1,0 +1,1 @@
+"""The Elasticsearch indexer: applies the stream job's actions (``rides.es``) in bulk."""
