@@ -323,7 +323,7 @@ class Archiver:
                 raise ArchiveCorrupt(f"{obj.key}: listed in the manifest but missing")
             if len(data) != obj.bytes or sha256_hex(data) != obj.sha256:
                 raise ArchiveCorrupt(f"{obj.key}: checksum or size differs from the manifest")
-            tables.append(await asyncio.to_thread(decode_parquet, data))
+            tables.append(await asyncio.to_thread(_decode_canonical, data))  # older files aligned
         if not tables:
             return canonical(archive_schema().empty_table())
         return canonical(pa.concat_tables(tables))

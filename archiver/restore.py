@@ -23,6 +23,7 @@ from datetime import UTC, date
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pyarrow as pa
 from elasticsearch import helpers
 
@@ -71,10 +72,14 @@ class RestoreReport:
 
 
 def table_rides(table: pa.Table) -> list[tuple[Ride, dict[str, Any]]]:
-    """Each archived row as a :class:`Ride` and its ingestion metadata."""
+    """Each archived row as a :class:`Ride` (with what the parser stored beside it) and its
+    ingestion metadata."""
     out = []
     for row in table.to_pylist():
-        ride = Ride(**{name: row[name] for name in _RIDE_NAMES})
+        extras = orjson.loads(row["extras"]) if row["extras"] else None
+        ride = Ride(
+            **{name: row[name] for name in _RIDE_NAMES}, to_date_day=row["to_date_day"], extras=extras
+        )
         out.append((ride, {k: row[k] for k in COLUMNS if k not in _RIDE_NAMES}))
     return out
 
@@ -140,6 +145,7 @@ async def _to_elasticsearch(archiver: Archiver, table: pa.Table, result: DayRest
             doc = enrich(ride, zone, region)
             doc["version"] = meta["version"]
             doc["received_at"] = format_timestamp(meta["received_at"])
+            doc["contract_version"] = meta["contract_version"]
             yield {
                 "_index": index,
                 "_id": str(ride.booking_id),

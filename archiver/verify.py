@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from archiver import metrics
 from archiver.archive import Archiver, decode_parquet
 from xrides.archive.manifest import Manifest, describe_schema
-from xrides.archive.schema import archive_schema, canonical
+from xrides.archive.schema import archive_schema, canonical, readable
 from xrides.archive.store import MANIFEST_NAME, ArchiveStore, sha256_hex
 
 
@@ -122,8 +122,12 @@ async def _read_manifest(store: ArchiveStore, day: date, check: DayCheck) -> Man
         return None
     if manifest.day != day:
         check.problems.append(f"manifest names day {manifest.day}")
-    if manifest.columns != describe_schema(archive_schema()):
-        check.problems.append("manifest columns differ from the archive schema")
+    current = {c["name"]: c for c in describe_schema(archive_schema())}
+    for column in manifest.columns:  # an older manifest lacks the columns added since: readable
+        if current.get(column["name"], {}).get("type") != column["type"]:
+            check.problems.append(
+                f"manifest column {column['name']} ({column['type']}) is not in the archive schema"
+            )
     listed = {o.key for o in manifest.objects}
     for extra in sorted(set(objects) - listed - {store.manifest_key(day)}):
         check.problems.append(
@@ -152,8 +156,11 @@ async def _read_objects(store: ArchiveStore, manifest: Manifest, check: DayCheck
             continue
         if table.num_rows != obj.rows:
             check.problems.append(f"{obj.key}: {table.num_rows} rows, the manifest says {obj.rows}")
-        if not table.schema.equals(archive_schema()):
-            check.problems.append(f"{obj.key}: schema differs from the archive schema")
+        unreadable = readable(table.schema)
+        if unreadable:
+            check.problems.append(
+                f"{obj.key}: schema differs from the archive schema: {'; '.join(unreadable)}"
+            )
             continue
         tables.append(table)
     return tables if len(tables) == len(manifest.objects) else None

@@ -86,6 +86,7 @@ def _plan_envelope(
     doc = enrich(ride, zone, region)
     doc["version"] = envelope.version
     doc["received_at"] = format_timestamp(envelope.received_at)
+    doc["contract_version"] = envelope.contract
     actions.append(
         {"op": "index", "index": index, "id": str(ride.booking_id), "version": envelope.version, "doc": doc}
     )

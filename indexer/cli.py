@@ -17,7 +17,7 @@ from xrides.health import check_health, start_status_server
 from xrides.kafka import BatchConsumer, DeliveryProducer, KafkaConfig, ensure_topics
 from xrides.logs import setup_logging
 from xrides.settings import describe, load_settings
-from xrides.topics import RIDES_ES, RIDES_ES_DLQ
+from xrides.topics import REFUSED, RIDES_ES, RIDES_ES_DLQ
 from xrides.worker import LoopSettings, Worker, WorkerMetrics
 
 log = logging.getLogger("indexer")
@@ -32,7 +32,9 @@ def build_worker(settings: IndexerSettings, sink: ElasticsearchSink) -> Worker[A
         max_records=s.indexer_batch_max, max_wait_ms=s.indexer_wait_ms, dlq_topic=s.es_dlq_topic
     )
     return Worker(
-        lambda start_offsets: BatchConsumer(kafka, s.indexer_group_id, [s.actions_topic], start_offsets),
+        lambda start_offsets: BatchConsumer(
+            kafka, s.indexer_group_id, [s.actions_topic, s.refused_topic], start_offsets
+        ),
         sink,
         loop_settings,
         METRICS,
@@ -45,6 +47,7 @@ async def run(settings: IndexerSettings) -> int:
     topics = [
         replace(RIDES_ES, name=settings.actions_topic),
         replace(RIDES_ES_DLQ, name=settings.es_dlq_topic),
+        replace(REFUSED, name=settings.refused_topic),
     ]
     await asyncio.to_thread(ensure_topics, kafka, topics)
     sink = ElasticsearchSink(settings, AsyncElasticsearch(settings.es_url, request_timeout=30))

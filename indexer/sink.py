@@ -2,7 +2,9 @@
 
 Writes are idempotent: the document id is the booking id and every write carries the ride's
 version with ``version_type=external_gte``, so a replayed or older action is refused by
-Elasticsearch (409) and counted as already applied. The loop commits offsets only after
+Elasticsearch (409) and counted as already applied. Refused rides (the API's ``rides.refused``,
+xrides/quarantine.py) become documents of ``failed-rides-YYYY.MM.DD`` whose id is their request id,
+so a replay rewrites the same document. The loop commits offsets only after
 ``write`` returned, so a crash replays, never skips. Items Elasticsearch refuses for their content
 (mapping errors) are dead-lettered to ``rides.es-dlq`` with the reason, as are the job's own
 ``dead`` actions (rides it could not decode); overload (429) and server errors are retried here a
@@ -24,7 +26,17 @@ from prometheus_client import Counter, Histogram
 from indexer.settings import IndexerSettings
 from xrides.errors import SinkUnavailable
 from xrides.kafka import Record
-from xrides.search import demand_template, logs_template, rides_template, template_name
+from xrides.quarantine import decode_refusal
+from xrides.request_ids import refused_request_id
+from xrides.ride import format_timestamp
+from xrides.search import (
+    demand_template,
+    failed_rides_template,
+    logs_template,
+    ride_properties,
+    rides_template,
+    template_name,
+)
 from xrides.worker import DeadLetter
 
 log = logging.getLogger("indexer.sink")
@@ -86,6 +98,29 @@ def classify(item: dict[str, Any]) -> str:
     return "refused"
 
 
+def refused_action(record: Record, prefix: str) -> dict[str, Any] | None:
+    """The index action of a refused ride, or None when the message is not a refusal."""
+    try:
+        refusal = decode_refusal(record.value)
+    except (ValueError, TypeError):
+        return None
+    request_id = refused_request_id(record.partition, record.offset)
+    refused = refusal.refused_at_time
+    doc = {
+        "request_id": request_id,
+        "refused_at": format_timestamp(refused),
+        "booking_id": refusal.booking_id,
+        "key_id": refusal.key_id,
+        "contract_version": refusal.contract,
+        "errors": refusal.errors,
+        "error_fields": sorted({str(e.get("field")) for e in refusal.errors}),
+        "error_codes": sorted({str(e.get("code")) for e in refusal.errors}),
+        "body": refusal.body.decode("utf-8", "replace"),
+    }
+    index = f"{prefix}{refused.strftime('%Y.%m.%d')}"
+    return {"op": "index", "index": index, "id": request_id, "version": refusal.refused_at, "doc": doc}
+
+
 def _dead(item: Action, reason: str, label: str, value: bytes | None = None) -> DeadLetter:
     return DeadLetter(
         item.topic,
@@ -105,16 +140,25 @@ class ElasticsearchSink:
         self.es_ok = False
 
     async def put_templates(self) -> None:
+        """The templates, and the ride properties on indices created before the last contract
+        change (new fields are additive: a mapping only grows)."""
         s = self.settings
         for prefix, template in (
             (s.es_rides_prefix, rides_template),
             (s.es_demand_prefix, demand_template),
             (s.es_logs_prefix, logs_template),
+            (s.es_failed_prefix, failed_rides_template),
         ):
             await self.es.indices.put_index_template(name=template_name(prefix), **template(prefix))
+        await self.es.indices.put_mapping(
+            index=f"{s.es_rides_prefix}*", properties=ride_properties(), allow_no_indices=True
+        )
 
     def decode(self, record: Record) -> Action:
         item = Action(record.topic, record.partition, record.offset, record.key, record.value)
+        if record.topic == self.settings.refused_topic:
+            item.action = refused_action(record, self.settings.es_failed_prefix)
+            return item
         try:
             parsed = orjson.loads(record.value)
         except orjson.JSONDecodeError:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ingest_service import docs, health, query_routes, rides, status
+from ingest_service import docs, health, quarantine_routes, query_routes, rides, status
 from ingest_service.auth import KeyRing
 from ingest_service.context import SERVICES, Edges, Services, json_response
 from ingest_service.idempotency import IdempotencyStore
@@ -35,6 +35,7 @@ from ingest_service.signing import SignatureChecker
 from xrides.errors import RateLimited, Unavailable, XRidesError
 from xrides.kafka import AsyncProducer, KafkaConfig, ProducerConfig, ProducerHooks, TopicReader, ensure_topics
 from xrides.ride import RideValidationError
+from xrides.topics import REFUSED as REFUSED_TOPIC
 from xrides.topics import REQUESTS as REQUESTS_TOPIC
 from xrides.tracking import PgTracking
 
@@ -62,8 +63,9 @@ def error_response(error: XRidesError) -> web.Response:
         headers["RateLimit-Remaining"] = "0"
         headers["RateLimit-Reset"] = str(error.retry_after_s)
     body = error_body(error)
-    if "booking_id" in error.details:
-        body["booking_id"] = error.details["booking_id"]
+    for detail in ("booking_id", "request_id", "status_url"):  # a refused ride's quarantine id
+        if detail in error.details:
+            body[detail] = error.details[detail]
     return json_response(body, error.http_status, headers)
 
 
@@ -168,7 +170,7 @@ def kafka_edges(settings: ApiSettings) -> Edges:
         ProducerHooks(observe_seconds=PRODUCE_SECONDS.observe, reset=PRODUCER_RESETS.inc),
     )
     reader = TopicReader(KafkaConfig(settings.kafka_bootstrap, "xrides-api-tracking"))
-    positions = KafkaPositions(reader, settings.rides_topic, settings.requests_topic)
+    positions = KafkaPositions(reader, settings.rides_topic, settings.requests_topic, settings.refused_topic)
     return Edges(producer, positions, PgTracking(settings.pg_dsn))
 
 
@@ -191,7 +193,11 @@ async def ensure_own_topics(settings: ApiSettings) -> None:
     """The topics only the API writes (the launcher creates them too; this covers other setups)."""
     kafka = KafkaConfig(settings.kafka_bootstrap, "xrides-api-setup")
     try:
-        await asyncio.to_thread(ensure_topics, kafka, [replace(REQUESTS_TOPIC, name=settings.requests_topic)])
+        topics = [
+            replace(REQUESTS_TOPIC, name=settings.requests_topic),
+            replace(REFUSED_TOPIC, name=settings.refused_topic),
+        ]
+        await asyncio.to_thread(ensure_topics, kafka, topics)
     except Exception as exc:  # the broker may be down at start; tracking of batches degrades, not ingest
         log.warning("could not ensure the requests topic", extra={"error.message": str(exc)})
 
@@ -207,7 +213,7 @@ def create_app(settings: ApiSettings, edges: Edges | None = None) -> web.Applica
         s = services.settings
         if real:
             await ensure_own_topics(s)
-        await services.producer.start([s.rides_topic, s.requests_topic])
+        await services.producer.start([s.rides_topic, s.requests_topic, s.refused_topic])
         for job in (services.tracking.connect_forever(), _watch_keys(services)):
             task = asyncio.create_task(job)
             services.background.add(task)
@@ -234,6 +240,7 @@ def create_app(settings: ApiSettings, edges: Edges | None = None) -> web.Applica
     app.router.add_get("/v1/requests/{request_id}", status.get_request)
     app.router.add_get("/v1/rides/{booking_id}", status.get_ride)
     query_routes.setup(app, settings)
+    quarantine_routes.setup(app)
     health.setup(app)
     app.router.add_get("/openapi.json", docs.openapi_json)
     app.router.add_get("/docs", docs.swagger_page)

@@ -11,7 +11,9 @@ One entry: ``id:scope+scope:sha256hex`` then optional ``:name=value`` parts:
 
 - ``secret=<token>``: the key's HMAC signing secret (ingest_service/signing.py);
 - ``signing=required``: unsigned requests with this key are refused;
-- ``rate=<rides/s>`` and ``burst=<rides>``: this key's own rate limit instead of the default.
+- ``rate=<rides/s>`` and ``burst=<rides>``: this key's own rate limit instead of the default;
+- ``fields=strict``: rides with a field the contract does not know are refused (by default such
+  fields are kept with the ride and named in the answer's warnings).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ApiKey:
     signing_required: bool = False
     rate_per_s: float | None = None
     burst: float | None = None
+    strict_fields: bool = False  # refuse unknown fields instead of keeping them
 
 
 def hash_key(secret: str) -> str:
@@ -76,12 +79,16 @@ def parse_entry(entry: str, where: str) -> ApiKey:
     options: dict[str, str] = {}
     for part in parts[3:]:
         name, sep, value = part.partition("=")
-        if not sep or name not in ("secret", "signing", "rate", "burst") or not value:
-            raise KeySetError(f"{where}: options are secret=, signing=required|optional, rate=, burst=")
+        if not sep or name not in ("secret", "signing", "rate", "burst", "fields") or not value:
+            raise KeySetError(
+                f"{where}: options are secret=, signing=required|optional, rate=, burst=, fields=strict|keep"
+            )
         options[name] = value
     signing = options.get("signing", "optional")
     if signing not in ("required", "optional"):
         raise KeySetError(f"{where}: signing must be required or optional")
+    if options.get("fields", "keep") not in ("strict", "keep"):
+        raise KeySetError(f"{where}: fields must be strict or keep")
     secret = options.get("secret", "")
     if signing == "required" and not secret:
         raise KeySetError(f"{where}: signing=required needs a secret=")
@@ -93,6 +100,7 @@ def parse_entry(entry: str, where: str) -> ApiKey:
         signing_required=signing == "required",
         rate_per_s=_number(options["rate"], where, "rate") if "rate" in options else None,
         burst=_number(options["burst"], where, "burst") if "burst" in options else None,
+        strict_fields=options.get("fields") == "strict",
     )
 
 

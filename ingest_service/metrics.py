@@ -41,3 +41,21 @@ SIGNATURE_FAILURES = Counter(
     "Requests refused by HMAC signing checks, by reason (missing, malformed, expired, mismatch, replayed)",
     ["reason"],
 )
+UNKNOWN_FIELDS = Counter(
+    "xrides_api_unknown_fields_total",
+    "Unknown fields kept with accepted rides, by name (the first 100 names seen; later ones are 'other')",
+    ["field"],
+)
+QUARANTINED = Counter(
+    "xrides_api_quarantined_total", "Refused rides written to the quarantine topic, by outcome", ["outcome"]
+)
+_FIELD_LABELS: set[str] = set()
+_MAX_FIELD_LABELS = 100
+
+
+def count_unknown_field(name: str) -> None:
+    """Count an unknown field under its own name while the label set is small, else under 'other':
+    a client sending random keys must not grow the metric without bound."""
+    if name not in _FIELD_LABELS and len(_FIELD_LABELS) < _MAX_FIELD_LABELS:
+        _FIELD_LABELS.add(name)
+    UNKNOWN_FIELDS.labels(name if name in _FIELD_LABELS else "other").inc()

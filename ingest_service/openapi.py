@@ -13,6 +13,11 @@ _FIELD_ERROR = {
     "properties": {k: {"type": "string"} for k in ("field", "code", "expected", "received", "message")},
     "required": ["field", "code", "expected", "received", "message"],
 }
+_WARNINGS = {
+    "type": "array",
+    "description": "Unknown fields kept with the ride (code unknown_field_kept), with the closest known field",
+    "items": {"$ref": "#/components/schemas/FieldError"},
+}
 _FAILED = {
     "type": "object",
     "properties": {
@@ -21,6 +26,12 @@ _FAILED = {
         "error_code": {"type": "string"},
         "booking_id": {"type": ["integer", "null"]},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+        "request_id": {
+            "type": "string",
+            "description": "A refused ride is kept in the quarantine: track it (state refused) by this id",
+            "examples": ["q1-77"],
+        },
+        "status_url": {"type": "string"},
     },
     "required": ["status", "error_message"],
 }
@@ -31,6 +42,7 @@ _ACCEPTED = {
         "status": {"const": "Success"},
         "request_id": {"type": "string", "examples": ["r3-1042"]},
         "status_url": {"type": "string"},
+        "warnings": _WARNINGS,
     },
     "required": ["booking_id", "status", "request_id", "status_url"],
 }
@@ -40,10 +52,17 @@ _BATCH_ITEM = {
         "index": {"type": "integer"},
         "status": {"enum": ["Success", "Failed"]},
         "booking_id": {"type": ["integer", "null"]},
-        "request_id": {"type": "string"},
+        "request_id": {
+            "type": "string",
+            "description": "r... when accepted, q... when refused and quarantined",
+        },
+        "status_url": {"type": "string"},
+        "warnings": _WARNINGS,
+        "quarantined": {"type": "boolean"},
         "error_message": {"type": "string"},
         "error_code": {"type": "string"},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+        "retriable": {"type": "boolean"},
     },
     "required": ["index", "status"],
 }
@@ -64,9 +83,14 @@ _TRACKED_ITEM = {
         "index": {"type": "integer"},
         "request_id": {"type": "string"},
         "booking_id": {"type": ["integer", "null"]},
-        "state": {"enum": ["accepted", "stored", "superseded", "failed"]},
+        "state": {"enum": ["accepted", "stored", "superseded", "failed", "refused"]},
         "stored_at": {"type": ["string", "null"], "format": "date-time"},
         "reason": {"type": ["string", "null"]},
+        "errors": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/FieldError"}},
+        "replayed_as": {
+            "type": ["string", "null"],
+            "description": "a refused ride stored by a quarantine replay",
+        },
     },
     "required": ["request_id", "state"],
 }
@@ -74,7 +98,7 @@ _TRACKING = {
     "type": "object",
     "properties": {
         "request_id": {"type": "string"},
-        "state": {"enum": ["accepted", "stored", "failed", "partially_failed"]},
+        "state": {"enum": ["accepted", "stored", "failed", "refused", "partially_failed"]},
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/TrackedItem"}},
     },
     "required": ["request_id", "state", "items"],
@@ -315,7 +339,7 @@ def build_openapi() -> dict[str, Any]:
             "/v1/requests/{request_id}": {
                 "get": {
                     "operationId": "getRequest",
-                    "summary": "Lifecycle of a request: accepted -> stored | failed, per item",
+                    "summary": "Lifecycle of a request: accepted -> stored | failed, or refused, per item",
                     "parameters": [
                         {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
                     ],
@@ -338,6 +362,36 @@ def build_openapi() -> dict[str, Any]:
                         }
                     ],
                     "responses": {"200": {"description": "The stored ride"}, **_errors(400, 401, 404, 503)},
+                }
+            },
+            "/v1/quarantine/replay": {
+                "post": {
+                    "operationId": "replayQuarantine",
+                    "summary": "Re-validate refused rides under the current contract and store those that pass"
+                    " (admin scope)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "since": {"type": "string", "format": "date-time"},
+                                        "until": {"type": "string", "format": "date-time"},
+                                        "dry_run": {"type": "boolean", "default": False},
+                                        "limit": {"type": "integer", "minimum": 1, "maximum": 100000},
+                                    },
+                                    "required": ["since"],
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "considered, replayed, still_refused; quarantine id -> new id",
+                        },
+                        **_errors(400, 401, 403, 503),
+                    },
                 }
             },
             "/v1/query": {

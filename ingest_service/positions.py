@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import orjson
 
 from xrides.errors import BrokerUnavailable, XRidesError
 from xrides.kafka import TopicReader
+from xrides.quarantine import Refusal, decode_refusal
 from xrides.request_ids import Position
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItems:
+    accepted: list[tuple[int, Position]]  # on the rides topic
+    refused: list[tuple[int, Position]]  # on the quarantine topic
+
 
 _END_OFFSETS_TTL_S = 0.5
 
 
 class KafkaPositions:
-    def __init__(self, reader: TopicReader, rides_topic: str, requests_topic: str) -> None:
+    def __init__(
+        self, reader: TopicReader, rides_topic: str, requests_topic: str, refused_topic: str
+    ) -> None:
         self._reader = reader
         self.rides_topic = rides_topic
         self.requests_topic = requests_topic
+        self.refused_topic = refused_topic
         self._ends: dict[str, tuple[float, dict[int, int]]] = {}
 
     def _end_offsets(self, topic: str) -> dict[int, int]:
@@ -63,13 +75,21 @@ class KafkaPositions:
             raise BrokerUnavailable(f"Kafka not reachable for tracking: {type(exc).__name__}") from exc
         return None if record is None else record.value
 
-    async def batch_items(self, position: Position) -> list[tuple[int, Position]] | None:
-        """The (index, position) of every accepted item of a batch, or None if no such batch."""
+    async def batch_items(self, position: Position) -> BatchItems | None:
+        """The (index, position) of every accepted and every refused item of a batch, or None."""
         raw = await self.read(self.requests_topic, position)
         if raw is None:
             return None
         manifest = orjson.loads(raw)
-        return [(index, Position(p, o)) for index, p, o in manifest["items"]]
+        return BatchItems(
+            [(index, Position(p, o)) for index, p, o in manifest["items"]],
+            [(index, Position(p, o)) for index, p, o in manifest.get("refused", [])],
+        )
+
+    async def refusal(self, position: Position) -> Refusal | None:
+        """A refused ride, as the quarantine topic holds it."""
+        raw = await self.read(self.refused_topic, position)
+        return None if raw is None else decode_refusal(raw)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._reader.close)

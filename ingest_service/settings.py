@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from xrides.topics import REQUESTS, RIDES
+from xrides.topics import REFUSED, REQUESTS, RIDES
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,7 @@ class ApiSettings:
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
     rides_topic: str = RIDES.name
     requests_topic: str = REQUESTS.name  # batch manifests (tracking)
+    refused_topic: str = REFUSED.name  # refused rides with their errors: the quarantine's source
     local_zone: str = "Asia/Kolkata"  # zone of dates sent without an offset
     # Limits
     max_body_bytes: int = 4 * 1024 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from xrides.topics import RIDES, RIDES_DLQ
+from xrides.topics import REFUSED, RIDES, RIDES_DLQ
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +15,7 @@ class PersisterSettings:
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
     rides_topic: str = RIDES.name
+    refused_topic: str = REFUSED.name  # the API's refusals, kept in the quarantine table
     dlq_topic: str = RIDES_DLQ.name
     group_id: str = "xrides-persister"
     batch_max_rows: int = 5000  # one transaction holds at most this many messages
@@ -24,6 +25,7 @@ class PersisterSettings:
     retry_max_s: float = 5.0  # cap of the exponential backoff while PostgreSQL is down
     partitions_ahead_months: int = 3  # monthly partitions created ahead of the current month
     log_level: str = "INFO"
+    local_zone: str = "Asia/Kolkata"  # `quarantine replay` re-validates dates as the API does
     # `migrate` only (run with the schema owner's pg_dsn): the passwords of the least-privilege
     # login roles it creates (docs/security.md). Empty: that role's password is left as it is.
     pg_writer_password: str = ""

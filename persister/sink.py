@@ -18,7 +18,9 @@ import asyncpg
 from persister.writer import Message, RideWriter, stage_row
 from xrides.errors import SinkUnavailable
 from xrides.kafka import Record
+from xrides.quarantine import decode_refusal
 from xrides.ride import RideValidationError, decode_envelope
+from xrides.topics import REFUSED
 from xrides.worker import DeadLetter
 
 log = logging.getLogger("persister.sink")
@@ -38,9 +40,16 @@ RETRIABLE = (
 )
 
 
-def decode(record: Record) -> Message:
-    """The record as a writer message: its envelope and stage row, or why it is poison."""
+def decode(record: Record, refused_topic: str = REFUSED.name) -> Message:
+    """The record as a writer message: its envelope and stage row (a refusal, from the quarantine's
+    topic), or why it is poison."""
     message = Message(record.topic, record.partition, record.offset, record.key, record.value)
+    if record.topic == refused_topic:
+        try:
+            message.refusal = decode_refusal(message.value)
+        except (ValueError, TypeError) as exc:
+            message.error = f"undecodable message: {exc}"[:1000]
+        return message
     try:
         message.envelope = decode_envelope(message.value)
         message.row = stage_row(message)
@@ -64,12 +73,15 @@ def reason_label(error: str) -> str:
 
 
 class PostgresSink:
-    def __init__(self, writer: RideWriter) -> None:
+    """Rides into ``cab_rides``; refused rides (from ``refused_topic``) into the quarantine."""
+
+    def __init__(self, writer: RideWriter, refused_topic: str = REFUSED.name) -> None:
         self.writer = writer
+        self.refused_topic = refused_topic
         self.db_ok = False
 
     def decode(self, record: Record) -> Message:
-        return decode(record)
+        return decode(record, self.refused_topic)
 
     async def write(self, batch: list[Message]) -> list[DeadLetter]:
         by_topic: dict[str, list[Message]] = {}
@@ -80,8 +92,9 @@ class PostgresSink:
             next_offsets: dict[int, int] = {}
             for m in messages:
                 next_offsets[m.partition] = max(next_offsets.get(m.partition, 0), m.offset + 1)
+            write = self.writer.write_refused if topic == self.refused_topic else self.writer.write
             try:
-                result = await self.writer.write(topic, messages, next_offsets)
+                result = await write(topic, messages, next_offsets)
             except RETRIABLE as exc:
                 self.db_ok = False
                 await self.writer.close()

@@ -22,15 +22,18 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from persister.metrics import ROWS_UPSERTED, SUPERSEDED
-from xrides.db.rides import META_COLUMNS, RIDE_COLUMNS
+from xrides.db.rides import META_COLUMNS, RIDE_COLUMNS, STORED_COLUMNS
+from xrides.quarantine import Refusal
 from xrides.ride import RIDE_FIELDS, Kind, RideEnvelope
+from xrides.ride.quality import quality_flags
 
 log = logging.getLogger("persister.writer")
 
 # stored_at is left to the stage table's default (now(): the transaction's time)
-STAGE_COLUMNS = RIDE_COLUMNS + META_COLUMNS
+STAGE_COLUMNS = RIDE_COLUMNS + STORED_COLUMNS + META_COLUMNS
 _NUMERIC = {f.name for f in RIDE_FIELDS if f.kind in (Kind.LATITUDE, Kind.LONGITUDE)}
 
 # Errors that mean "this data", not "this connection": isolate the row instead of retrying.
@@ -73,6 +76,13 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text
 ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
 """
 
+_QUARANTINE = """
+INSERT INTO quarantine
+    (kafka_partition, kafka_offset, booking_id, refused_at, key_id, contract_version, errors, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
+"""
+
 _OFFSETS = """
 INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
 SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS t(p, n)
@@ -93,6 +103,7 @@ class Message:
     envelope: RideEnvelope | None = None
     error: str | None = None
     row: tuple[Any, ...] | None = None  # the stage-table row, built by decode off the write path
+    refusal: Refusal | None = None  # a message of rides.refused (the quarantine)
 
     @property
     def booking_id(self) -> int | None:
@@ -118,6 +129,8 @@ def stage_row(message: Message) -> tuple[Any, ...]:
         value = getattr(ride, name)
         # repr() of a float is its shortest exact decimal: the digits the client sent.
         values.append(Decimal(repr(value)) if name in _NUMERIC and value is not None else value)
+    extras = orjson.dumps(ride.extras).decode() if ride.extras else None
+    values += [ride.to_date_day, list(quality_flags(ride)), extras, envelope.contract]
     values += [message.partition, message.offset, envelope.version, envelope.source, envelope.received_at]
     return tuple(values)
 
@@ -202,6 +215,35 @@ class RideWriter:
         for statement in _DIMENSIONS:  # prepared once per connection, not parsed and planned per batch
             await conn.fetch(statement)
         return {r["booking_id"] for r in await conn.fetch(_APPLY)}
+
+    async def write_refused(
+        self, topic: str, messages: Sequence[Message], next_offsets: dict[int, int]
+    ) -> WriteResult:
+        """Refused rides into the quarantine, with their offsets, in one transaction (a replayed
+        batch inserts nothing twice). A message that is not a refusal is returned as failed."""
+        conn = await self.connect()
+        result = WriteResult(failed=[m for m in messages if m.refusal is None])
+        rows = [
+            (
+                m.partition,
+                m.offset,
+                m.refusal.booking_id,
+                m.refusal.refused_at_time,
+                m.refusal.key_id,
+                m.refusal.contract,
+                orjson.dumps(m.refusal.errors).decode(),
+                m.refusal.body,
+            )
+            for m in messages
+            if m.refusal is not None
+        ]
+        async with conn.transaction():
+            await conn.executemany(_QUARANTINE, rows)
+            await conn.execute(
+                _OFFSETS, self._group_id, topic, list(next_offsets), list(next_offsets.values())
+            )
+        result.stored = len(rows)
+        return result
 
     async def write(
         self, topic: str, messages: Sequence[Message], next_offsets: dict[int, int]

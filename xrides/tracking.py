@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import asyncpg
+import orjson
 
 from xrides.errors import Unavailable
 from xrides.request_ids import Position, ride_request_id
@@ -58,7 +59,8 @@ async def item_states(pool: asyncpg.Pool, positions: Sequence[Position]) -> dict
 # Column names come from the contract's field table, never from input.
 _RIDE_COLUMNS = ", ".join(f.name for f in RIDE_FIELDS)
 _LATEST = f"""
-SELECT {_RIDE_COLUMNS}, kafka_partition, kafka_offset, version, received_at, stored_at
+SELECT {_RIDE_COLUMNS}, to_date_day, quality, extras, contract_version,
+       kafka_partition, kafka_offset, version, received_at, stored_at
 FROM cab_rides WHERE booking_id = $1
 ORDER BY version DESC LIMIT 1
 """  # noqa: S608
@@ -80,6 +82,10 @@ async def latest_ride(pool: asyncpg.Pool, booking_id: int) -> dict[str, Any] | N
     ride = {f.name: _wire(row[f.name]) for f in RIDE_FIELDS}
     return {
         **ride,
+        "to_date_day": row["to_date_day"].isoformat() if row["to_date_day"] else None,
+        "quality": list(row["quality"]),
+        "extras": orjson.loads(row["extras"]) if row["extras"] else None,
+        "contract_version": row["contract_version"],
         "request_id": ride_request_id(row["kafka_partition"], row["kafka_offset"]),
         "version": row["version"],
         "received_at": format_timestamp(row["received_at"]),
@@ -122,6 +128,9 @@ class PgTracking:
     async def latest_ride(self, booking_id: int) -> dict[str, Any] | None:
         return await _store_call(latest_ride(self._pool(), booking_id))
 
+    async def refusals(self, positions: Sequence[Position]) -> dict[Position, RefusalState]:
+        return await _store_call(refusal_states(self._pool(), positions))
+
     async def ping(self) -> None:
         await _store_call(self._pool().fetchval("SELECT 1"))
 
@@ -141,3 +150,34 @@ async def _store_call(call: Awaitable[T]) -> T:
         return await call
     except _STORE_ERRORS as exc:
         raise Unavailable(f"tracking store unavailable: {type(exc).__name__}", retry_after_s=5) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalState:
+    """A quarantined ride as the persister recorded it, and what a replay made of it."""
+
+    booking_id: int | None
+    errors: list[dict[str, Any]]
+    refused_at: datetime
+    replayed_as: str | None
+
+
+_REFUSALS = """
+SELECT q.kafka_partition, q.kafka_offset, q.booking_id, q.errors, q.refused_at, q.replayed_as
+FROM quarantine q
+JOIN unnest($1::int[], $2::bigint[]) AS p(part, off)
+  ON q.kafka_partition = p.part AND q.kafka_offset = p.off
+"""
+
+
+async def refusal_states(pool: asyncpg.Pool, positions: Sequence[Position]) -> dict[Position, RefusalState]:
+    """Quarantined rides by their position on the quarantine topic (absent: not recorded yet)."""
+    if not positions:
+        return {}
+    rows = await pool.fetch(_REFUSALS, [p.partition for p in positions], [p.offset for p in positions])
+    return {
+        Position(r["kafka_partition"], r["kafka_offset"]): RefusalState(
+            r["booking_id"], orjson.loads(r["errors"]), r["refused_at"], r["replayed_as"]
+        )
+        for r in rows
+    }

@@ -110,6 +110,7 @@ def test_ndjson_bad_lines_become_item_errors() -> None:
 def test_request_ids_round_trip_and_reject_garbage() -> None:
     assert parse_request_id(ride_request_id(3, 1042)).position == Position(3, 1042)
     assert parse_request_id(batch_request_id(0, 7)).kind == "b"
+    assert parse_request_id("q2-9").kind == "q"
     for bad in ("", "r3", "x1-2", "r-1-2", "r1-2; drop table", "r1-" + "9" * 30):
         with pytest.raises(NotFound):
             parse_request_id(bad)
@@ -122,7 +123,10 @@ def test_openapi_ride_schema_agrees_with_the_parser() -> None:
     validator = jsonschema.Draft202012Validator(ride_json_schema())
     validator.validate(example_ride())
     assert not validator.is_valid({**example_ride(), "vehicle_model_id": "28"})
-    assert not validator.is_valid({**example_ride(), "unknown": 1})
+    assert validator.is_valid({**example_ride(), "fare_inr": 640})  # kept, like the parser keeps it
+    assert validator.is_valid({**example_ride(), "from_area_id": None, "from_city_id": 15})
+    assert not validator.is_valid({**example_ride(), "from_area_id": None})  # neither area nor city
+    assert validator.is_valid({**example_ride(), "to_date": "1/2/2013"})
     for path in ("/v1/rides", "/v1/rides/batch", "/xride_data", "/v1/requests/{request_id}"):
         assert path in spec["paths"]
 

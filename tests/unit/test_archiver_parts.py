@@ -15,8 +15,11 @@ from archiver.archive import cutoff_day, decode_parquet, encode_parquet, index_d
 from archiver.settings import ArchiverSettings
 from xrides.archive.manifest import Manifest, ManifestObject, describe_schema
 from xrides.archive.schema import COLUMNS, archive_schema, canonical, day_bounds, rows_to_table
+from xrides.db.rides import ROW_COLUMNS
+from xrides.ride import postgres_columns
 
-MIGRATION = Path(__file__).resolve().parents[2] / "xrides" / "db" / "migrations" / "0001_schema.sql"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "xrides" / "db" / "migrations"
+MIGRATION = MIGRATIONS / "0001_schema.sql"
 
 
 def _row(booking_id: int, version: int, offset: int = 0, cancelled: int = 0) -> tuple[object, ...]:
@@ -42,6 +45,10 @@ def _row(booking_id: int, version: int, offset: int = 0, cancelled: int = 0) -> 
         "to_long": None,
         "driver_id": 0,
         "car_cancellation": cancelled,
+        "to_date_day": None,
+        "quality": ["no_coordinates"] if cancelled else [],
+        "extras": None,
+        "contract_version": 2,
         "kafka_partition": 0,
         "kafka_offset": offset,
         "version": version,
@@ -52,19 +59,32 @@ def _row(booking_id: int, version: int, offset: int = 0, cancelled: int = 0) -> 
     return tuple(values[c] for c in COLUMNS)
 
 
-def test_archive_columns_are_the_system_of_records_columns_in_order() -> None:
+def _created_columns() -> dict[str, bool]:
+    """cab_rides' columns as the numbered migrations create them: name -> NOT NULL."""
     sql = MIGRATION.read_text()
     body = sql[sql.index("CREATE TABLE cab_rides") : sql.index("PRIMARY KEY (booking_id, from_date)")]
-    names = re.findall(r"^\s+([a-z_]+)\s+(?:bigint|integer|smallint|numeric|timestamp|text)", body, re.M)
-    assert tuple(names) == COLUMNS
+    columns = {
+        name: "NOT NULL" in rest
+        for name, rest in re.findall(
+            r"^\s+([a-z_]+)\s+((?:bigint|integer|smallint|numeric|timestamp|text)[^\n]*)", body, re.M
+        )
+    }
+    for later in sorted(MIGRATIONS.glob("0*.sql"))[1:]:
+        for name, rest in re.findall(r"ADD COLUMN IF NOT EXISTS ([a-z_]+) ([^;]*);", later.read_text()):
+            columns[name] = "NOT NULL" in rest
+    return columns
+
+
+def test_archive_columns_are_the_system_of_records_columns() -> None:
+    assert COLUMNS == ROW_COLUMNS
+    assert set(_created_columns()) | set(postgres_columns()) == set(COLUMNS)
 
 
 def test_not_null_columns_are_not_nullable_in_parquet() -> None:
-    sql = MIGRATION.read_text()
-    body = sql[sql.index("CREATE TABLE cab_rides") : sql.index("PRIMARY KEY (booking_id, from_date)")]
-    not_null = set(re.findall(r"^\s+([a-z_]+)\s+[^\n]*NOT NULL", body, re.M))
-    schema = archive_schema()
-    assert {f.name for f in schema if not f.nullable} == not_null
+    created = _created_columns()
+    contract = {name: not nullable for name, (_, nullable) in postgres_columns().items()}
+    not_null = {name for name, required in {**created, **contract}.items() if required}
+    assert {f.name for f in archive_schema() if not f.nullable} == not_null
 
 
 def test_cutoff_is_the_first_day_the_hot_window_still_touches() -> None:

@@ -13,6 +13,7 @@ from flink_jobs.actions import BookingState, Window, plan
 from indexer.sink import bulk_body, classify
 from xrides.ride import RideEnvelope, elasticsearch_properties, example_ride, parse_ride
 from xrides.ride.enrich import ServiceRegion, booking_channel, daily_index, enrich, haversine_km
+from xrides.ride.quality import FLAG_NAMES
 from xrides.search.templates import ENRICHED_PROPERTIES, rides_template
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -43,12 +44,16 @@ def test_enriched_document_of_the_prototype_ride() -> None:
     assert doc["booking_channel"] == "online"
     assert doc["pickup"] == {"lat": 12.92415, "lon": 77.67229}
     assert doc["distance_km"] == round(haversine_km(12.92415, 77.67229, 12.92732, 77.63575), 3)
-    assert doc["quality"] == {
-        "dropoff_before_pickup": False,
-        "booked_after_pickup": False,
-        "outside_service_region": False,
-        "missing_coordinates": False,
-    }
+    assert doc["quality"] == dict.fromkeys((*FLAG_NAMES, "outside_service_region"), False)
+    assert doc["to_date_day"] is None and "extras" not in doc
+
+
+def test_a_bare_drop_off_day_is_no_midnight_and_extras_are_kept() -> None:
+    doc = enrich(ride(to_date="1/2/2013", fare_inr=640), KOLKATA, REGION)  # type: ignore[arg-type]
+    assert (doc["to_date"], doc["to_date_day"]) == (None, "2013-01-02")
+    assert doc["trip_duration_min"] is None
+    assert doc["quality"]["to_date_date_only"] is True
+    assert doc["extras"] == {"fare_inr": 640}
 
 
 def test_quality_flags_flag_and_never_drop() -> None:

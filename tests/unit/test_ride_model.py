@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,8 @@ from xrides.ride import (
     example_ride,
     parse_ride,
 )
-from xrides.ride.model import RIDE_ATTRIBUTES, _accept_valid, _parse_ride_explained
+from xrides.ride.model import RIDE_ATTRIBUTES, _accept_valid, _parse_ride_explained, warnings_for
+from xrides.ride.quality import quality_flags
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 
@@ -66,13 +67,75 @@ def test_all_errors_reported_together_in_field_order() -> None:
     data = {**example_ride(), "user_id": "x", "from_date": "yesterday", "to_lat": 95.0, "fromlat": 1}
     data.pop("driver_id")
     fields = [e["field"] for e in errors_of(data)]
-    assert fields == ["user_id", "from_date", "to_lat", "driver_id", "fromlat"]
+    assert fields == ["user_id", "from_date", "to_lat", "driver_id"]  # fromlat is kept, not refused
+    with pytest.raises(RideValidationError) as info:
+        parse_ride(data, strict=True)
+    assert [e.field for e in info.value.errors] == ["user_id", "from_date", "to_lat", "driver_id", "fromlat"]
 
 
-def test_unknown_field_suggests_the_close_one() -> None:
-    (error,) = errors_of({**example_ride(), "from_lattitude": 1.0})
-    assert error["code"] == "unknown_field"
-    assert "did you mean from_lat?" in error["message"]
+def test_unknown_fields_are_kept_and_named_with_the_close_one() -> None:
+    ride = parse_ride({**example_ride(), "from_lattitude": 1.0, "fare_inr": 640})
+    assert ride.extras == {"from_lattitude": 1.0, "fare_inr": 640}
+    (typo, fare) = warnings_for(ride)
+    assert typo.code == "unknown_field_kept" and "did you mean from_lat?" in typo.message
+    assert fare.field == "fare_inr" and "kept as sent" in fare.message
+    assert warnings_for(parse_ride(example_ride())) == []
+
+
+def test_strict_refuses_unknown_fields_naming_the_close_one() -> None:
+    with pytest.raises(RideValidationError) as info:
+        parse_ride({**example_ride(), "from_lattitude": 1.0}, strict=True)
+    (error,) = info.value.errors
+    assert error.code == "unknown_field"
+    assert "did you mean from_lat?" in error.message
+
+
+def test_unknown_fields_are_kept_within_limits() -> None:
+    many = {f"x{i}": i for i in range(70)}
+    with pytest.raises(RideValidationError) as info:
+        parse_ride({**example_ride(), **many})
+    assert {e.code for e in info.value.errors} == {"too_many_unknown_fields"}
+    assert len(parse_ride({**example_ride(), **dict(list(many.items())[:64])}).extras or {}) == 64
+
+
+def test_a_bare_date_keeps_its_precision() -> None:
+    for text in ("1/2/2013", "2013-01-02"):
+        ride = parse_ride({**example_ride(), "to_date": text})
+        assert ride.to_date is None
+        assert ride.to_date_day == date(2013, 1, 2)
+        assert ride.to_wire()["to_date"] == "2013-01-02"
+        assert parse_ride(orjson.loads(orjson.dumps(ride.to_wire()))) == ride
+    # only a date_only field takes a bare date
+    (error,) = errors_of({**example_ride(), "from_date": "1/1/2013"})
+    assert (error["field"], error["code"]) == ("from_date", "format_mismatch")
+    (error,) = errors_of({**example_ride(), "to_date": "2/30/2013"})
+    assert error["code"] == "format_mismatch"
+
+
+def test_minutes_without_seconds_are_accepted() -> None:
+    ride = parse_ride({**example_ride(), "to_date": "1/1/2013 9:30"})
+    assert ride.to_date == datetime(2013, 1, 1, 4, 0, tzinfo=UTC)
+    assert ride.to_date_day is None
+
+
+def test_a_pickup_city_stands_in_for_a_pickup_area() -> None:
+    ride = parse_ride({**example_ride(), "from_area_id": None, "from_city_id": 15, "from_lat": None,
+                       "from_long": None, "to_lat": None, "to_long": None})  # fmt: skip
+    assert (ride.from_area_id, ride.from_city_id) == (None, 15)
+    assert quality_flags(ride) == ("no_pickup_area", "no_coordinates", "missing_coordinates")
+    (error,) = errors_of({**example_ride(), "from_area_id": None})
+    assert (error["field"], error["code"]) == ("from_area_id", "missing")
+    assert "from_city_id" in error["message"]
+    absent = example_ride()
+    del absent["from_area_id"]
+    (error,) = errors_of(absent)
+    assert error["code"] == "missing"
+
+
+def test_quality_flags_of_the_prototype_ride_and_a_bare_drop_off_day() -> None:
+    assert quality_flags(parse_ride(example_ride())) == ()
+    ride = parse_ride({**example_ride(), "to_date": "1/1/2013", "booking_created": "1/1/2013 3:00"})
+    assert quality_flags(ride) == ("to_date_date_only", "booked_after_pickup")
 
 
 def test_historical_car_cancellation_alias() -> None:
@@ -150,7 +213,18 @@ def test_accepted_date_forms(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["1/1-2013 1:39:00", "13/1/2013 1:00", "2/30/2013 1:00", "1/1/13 1:00", "1/1/1970 0:00", "", "2013"],
+    [
+        "1/1-2013 1:39:00",
+        "13/1/2013 1:00",
+        "2/30/2013 1:00",
+        "1/1/13 1:00",
+        "1/1/1970 0:00",
+        "",
+        "2013",
+        "2013-02-30",
+        "1/1/1970",
+        "1/1",
+    ],
 )
 def test_rejected_date_forms(text: str) -> None:
     (error,) = errors_of({**example_ride(), "to_date": text})
@@ -212,14 +286,27 @@ def valid_rides(draw: st.DrawFn) -> Ride:
     for lat, lon in (("from_lat", "from_long"), ("to_lat", "to_long")):
         if values[lat] is None or values[lon] is None:
             values[lat] = values[lon] = None
-    return Ride(**values)
+    if values["from_area_id"] is None and values["from_city_id"] is None:
+        values["from_city_id"] = draw(st.integers(1, 2**63 - 1))
+    day = None
+    if values["to_date"] is None and draw(st.booleans()):
+        day = draw(st.dates(date(2001, 1, 1), date(2099, 12, 31)))
+    extras = draw(
+        st.none()
+        | st.dictionaries(
+            st.sampled_from(["fare_inr", "tip", "notes"]), st.integers(-(2**63), 2**63 - 1), min_size=1
+        )
+    )
+    return Ride(**values, to_date_day=day, extras=extras)
 
 
 @settings(max_examples=300)
 @given(valid_rides())
 def test_valid_rides_round_trip_through_json(ride: Ride) -> None:
-    wire = orjson.loads(orjson.dumps(ride.to_wire()))
+    wire = orjson.loads(orjson.dumps({**ride.to_wire(), **(ride.extras or {})}))
     assert parse_ride(wire) == ride
+    envelope = RideEnvelope(ride, 1_700_000_000_000_000)
+    assert decode_envelope(envelope.encode()) == envelope
 
 
 _bad_values = st.one_of(
@@ -255,13 +342,13 @@ def test_nullable_fields_may_be_left_out() -> None:
 _EDGES: list[object] = [
     None, True, False, -1, 0, 1, 2, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 90, 90.0, 90.5, -180, -180.5,
     0.5, float("nan"), float("inf"), 1e308, "", "1", "7/1/2013 8:00", "2013-07-01T08:00:00Z",
-    "2013-07-01 08:00", "13/40/2013 8:00", "1/1/1999 0:00", [], {},
+    "2013-07-01 08:00", "13/40/2013 8:00", "1/1/1999 0:00", "7/1/2013", "2013-07-01", [], {},
 ]  # fmt: skip
 
 
 def _assert_paths_agree(wire: dict[str, object]) -> None:
     try:
-        full: Ride | None = _parse_ride_explained(wire, KOLKATA)
+        full: Ride | None = _parse_ride_explained(wire, KOLKATA, False)
     except RideValidationError:
         full = None
     fast = _accept_valid(wire, KOLKATA)

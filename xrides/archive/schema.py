@@ -17,8 +17,22 @@ from typing import Any
 import pyarrow as pa
 
 from xrides.ride import RIDE_FIELDS, Kind, parquet_schema
+from xrides.ride.schemas import Fields
 
-SCHEMA_VERSION = 1
+# 2: contract 2's stored columns (to_date_day, quality, extras, contract_version). Files of an
+# earlier version lack them (and any field added since); :func:`align` reads them as the rows
+# PostgreSQL holds for such rides: the defaults below.
+SCHEMA_VERSION = 2
+
+STORED_FIELDS = (
+    pa.field("to_date_day", pa.date32(), nullable=True),
+    pa.field("quality", pa.list_(pa.string()), nullable=False),
+    pa.field("extras", pa.string(), nullable=True),  # the unknown fields, as JSON
+    pa.field("contract_version", pa.int16(), nullable=False),
+)
+# What a row stored before a column existed holds in PostgreSQL (migration 0005's defaults; a
+# field added to the contract later is null).
+OLD_ROW_VALUES: dict[str, Any] = {"quality": [], "contract_version": 1}
 
 META_FIELDS = (
     pa.field("kafka_partition", pa.int32(), nullable=False),
@@ -50,11 +64,39 @@ DELTA_COLUMNS = (
 PLAIN_COLUMNS = tuple(f.name for f in RIDE_FIELDS if f.name in _FLOATS)
 
 
-def archive_schema() -> pa.Schema:
-    return pa.schema([*parquet_schema(), *META_FIELDS])
+def archive_schema(fields: Fields = RIDE_FIELDS) -> pa.Schema:
+    return pa.schema([*parquet_schema(fields), *STORED_FIELDS, *META_FIELDS])
 
 
 COLUMNS: tuple[str, ...] = tuple(archive_schema().names)
+
+
+def readable(older: pa.Schema, schema: pa.Schema | None = None) -> list[str]:
+    """Why a file of schema ``older`` cannot be read as ``schema`` (empty: it can). A file may lack
+    columns added since it was written; a column it has must keep its name and type."""
+    schema = schema or archive_schema()
+    problems = [f"unknown column {f.name}" for f in older if schema.get_field_index(f.name) < 0]
+    for f in older:
+        index = schema.get_field_index(f.name)
+        if index >= 0 and not schema.field(index).type.equals(f.type):
+            problems.append(
+                f"column {f.name} is {f.type}, the archive schema says {schema.field(index).type}"
+            )
+    return problems
+
+
+def align(table: pa.Table, schema: pa.Schema | None = None) -> pa.Table:
+    """A table of an older file as one of ``schema``: each missing column filled with what
+    PostgreSQL holds for rows stored before it existed (:data:`OLD_ROW_VALUES`, else null)."""
+    schema = schema or archive_schema()
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name))
+        else:
+            value = OLD_ROW_VALUES.get(field.name)
+            columns.append(pa.array([value] * table.num_rows, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -84,5 +126,6 @@ def rows_to_table(rows: Sequence[Any]) -> pa.Table:
 
 
 def canonical(table: pa.Table) -> pa.Table:
-    """A table in the archive's canonical form: archive schema, sorted by booking id, one chunk."""
-    return table.select(list(COLUMNS)).cast(archive_schema()).sort_by("booking_id").combine_chunks()
+    """A table in the archive's canonical form: archive schema, sorted by booking id, one chunk
+    (a table of an older file is aligned first)."""
+    return align(table).select(list(COLUMNS)).cast(archive_schema()).sort_by("booking_id").combine_chunks()

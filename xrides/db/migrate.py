@@ -24,6 +24,8 @@ import asyncpg
 
 from xrides.db.rides import contract_objects, fingerprint
 from xrides.errors import XRidesError
+from xrides.ride import RIDE_FIELDS
+from xrides.ride.schemas import Fields
 
 log = logging.getLogger("xrides.db.migrate")
 
@@ -63,17 +65,17 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def all_migrations() -> list[tuple[str, str]]:
+def all_migrations(fields: Fields = RIDE_FIELDS) -> list[tuple[str, str]]:
     """(version, SQL) in order: the numbered files, then the objects rendered from the contract
     (xrides/db/rides.py), each versioned by its text's fingerprint, so a changed rendering is a
     new migration and an unchanged one is applied once."""
     files = [(path.stem, path.read_text()) for path in sorted(MIGRATIONS.glob("*.sql"))]
-    rendered = [(f"{name}@{fingerprint(sql)}", sql) for name, sql in contract_objects().items()]
+    rendered = [(f"{name}@{fingerprint(sql)}", sql) for name, sql in contract_objects(fields).items()]
     return files + rendered
 
 
-async def _pending(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-    wanted = all_migrations()
+async def _pending(conn: asyncpg.Connection, fields: Fields) -> list[tuple[str, str]]:
+    wanted = all_migrations(fields)
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
         return wanted
     done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
@@ -111,14 +113,18 @@ async def set_role_passwords(conn: asyncpg.Connection, passwords: Mapping[str, s
 
 
 async def migrate(
-    dsn: str, months_ahead: int = 3, role_passwords: Mapping[str, str] | None = None
+    dsn: str,
+    months_ahead: int = 3,
+    role_passwords: Mapping[str, str] | None = None,
+    fields: Fields = RIDE_FIELDS,
 ) -> list[str]:
     """Apply pending migrations; create partitions from last month to ``months_ahead`` when this
-    role may; set the login roles' passwords when given. Returns what ran."""
+    role may; set the login roles' passwords when given. Returns what ran. ``fields``: the field
+    table the contract's objects are rendered from (a test passes one with a field added)."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-        pending = await _pending(conn)
+        pending = await _pending(conn, fields)
         try:
             applied = await _apply(conn, pending) if pending else []
         except asyncpg.InsufficientPrivilegeError as exc:

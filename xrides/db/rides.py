@@ -9,9 +9,9 @@ row is inserted, or updated only when strictly newer. So a replay of an old mess
 the archive and a crash-replayed batch can never overwrite newer data, and running any of them
 twice changes nothing. The persister and the archiver's ``restore`` both call it.
 
-The function's text is rendered here from the column list, and ``migrate`` (re)creates it
-whenever the rendered text changes (a contract change that adds a column brings the function
-along), so it is never a hand-kept copy of the field list.
+The columns and the function are rendered here from the field table, and ``migrate`` applies them
+whenever the rendered text changes: a field added to the contract becomes a column, and the
+function that copies every column follows, so neither is a hand-kept copy of the field list.
 """
 
 from __future__ import annotations
@@ -19,23 +19,44 @@ from __future__ import annotations
 import hashlib
 
 from xrides.ride import RIDE_FIELDS
+from xrides.ride.schemas import Fields, postgres_columns
 
 RIDE_COLUMNS: tuple[str, ...] = tuple(f.name for f in RIDE_FIELDS)
+# What the parser learned beside the fields: a bare date's day, the data-quality flags, the unknown
+# fields kept as sent, and the contract version the ride was accepted under (migration 0005).
+STORED_COLUMNS: tuple[str, ...] = ("to_date_day", "quality", "extras", "contract_version")
 # Where the ride was in Kafka, its version (µs at acceptance), who sent it, when it was received.
 META_COLUMNS: tuple[str, ...] = ("kafka_partition", "kafka_offset", "version", "source", "received_at")
-# Every column of cab_rides, in order; stored_at is when the row became durable.
-ROW_COLUMNS: tuple[str, ...] = (*RIDE_COLUMNS, *META_COLUMNS, "stored_at")
+# Every column of cab_rides; stored_at is when the row became durable.
+ROW_COLUMNS: tuple[str, ...] = (*RIDE_COLUMNS, *STORED_COLUMNS, *META_COLUMNS, "stored_at")
 KEY_COLUMNS = ("booking_id", "from_date")
 
 
-def apply_function_sql() -> str:
+def row_columns(fields: Fields = RIDE_FIELDS) -> tuple[str, ...]:
+    return (*(f.name for f in fields), *STORED_COLUMNS, *META_COLUMNS, "stored_at")
+
+
+def contract_columns_sql(fields: Fields = RIDE_FIELDS) -> str:
+    """The field table as DDL on ``cab_rides``: a column for every field (a field added to the
+    table is a nullable column added here), and no NOT NULL on a field that became nullable.
+    Every statement is a no-op when the table already matches."""
+    statements = []
+    for name, (pg_type, nullable) in postgres_columns(fields).items():
+        statements.append(f"ALTER TABLE cab_rides ADD COLUMN IF NOT EXISTS {name} {pg_type};")
+        if nullable:
+            statements.append(f"ALTER TABLE cab_rides ALTER COLUMN {name} DROP NOT NULL;")
+    return "\n".join(statements) + "\n"
+
+
+def apply_function_sql(fields: Fields = RIDE_FIELDS) -> str:
     """``CREATE OR REPLACE FUNCTION apply_staged_rides(report_inserts)``: (booking_id, inserted) of
     every staged row that was applied (inserted, or updated to a newer version). ``inserted`` is
     only worked out when asked (restore reports it; the persister does not pay the lookup) and is
     null otherwise: a partitioned table cannot return ``xmax`` to tell an insert from an update."""
-    cols = ", ".join(ROW_COLUMNS)
-    staged = ", ".join(f"w.{c}" for c in ROW_COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c not in KEY_COLUMNS)
+    columns = row_columns(fields)
+    cols = ", ".join(columns)
+    staged = ", ".join(f"w.{c}" for c in columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in KEY_COLUMNS)
     # every identifier comes from the contract's field table
     return f"""CREATE OR REPLACE FUNCTION apply_staged_rides(report_inserts boolean)
 RETURNS TABLE (booking_id bigint, inserted boolean)
@@ -75,9 +96,13 @@ GRANT EXECUTE ON FUNCTION apply_staged_rides(boolean) TO xrides_writer, xrides_a
 """  # noqa: S608
 
 
-def contract_objects() -> dict[str, str]:
-    """Name -> DDL of the schema objects rendered from the contract (``migrate`` keeps them current)."""
-    return {"apply_staged_rides": apply_function_sql()}
+def contract_objects(fields: Fields = RIDE_FIELDS) -> dict[str, str]:
+    """Name -> DDL of the schema objects rendered from the contract (``migrate`` keeps them current):
+    the columns first, then the function that lists them."""
+    return {
+        "cab_rides_columns": contract_columns_sql(fields),
+        "apply_staged_rides": apply_function_sql(fields),
+    }
 
 
 def fingerprint(sql: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 DEFAULT_ZONE = "Asia/Kolkata"
@@ -19,6 +19,8 @@ MIN_YEAR = 2000
 MAX_YEAR = 2100
 
 _LEGACY = re.compile(r"^\s*(\d{1,2})/(\d{1,2})/(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
+_LEGACY_DAY = re.compile(r"^\s*(\d{1,2})/(\d{1,2})/(\d{4})\s*$")
+_ISO_DAY = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})\s*$")
 
 
 class DateFormatError(ValueError):
@@ -56,6 +58,25 @@ def parse_timestamp(text: str, zone: ZoneInfo) -> datetime:
     if not MIN_YEAR <= local.year <= MAX_YEAR:
         raise DateFormatError(f"year {local.year} outside {MIN_YEAR}..{MAX_YEAR}")
     return local.astimezone(UTC)
+
+
+def parse_day(text: str) -> date:
+    """A bare date, ``M/D/YYYY`` or ``YYYY-MM-DD`` (a day, not an instant: no zone applies)."""
+    legacy = _LEGACY_DAY.match(text)
+    iso = None if legacy else _ISO_DAY.match(text)
+    if legacy:
+        month, day, year = legacy.groups()
+    elif iso:
+        year, month, day = iso.groups()
+    else:
+        raise DateFormatError("not a bare date")
+    try:
+        value = date(int(year), int(month), int(day))
+    except ValueError as exc:
+        raise DateFormatError(str(exc)) from exc
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise DateFormatError(f"year {value.year} outside {MIN_YEAR}..{MAX_YEAR}")
+    return value
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -16,7 +16,9 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from xrides.ride import Ride
+from xrides.ride.fields import RIDE_FIELDS
+from xrides.ride.model import Ride
+from xrides.ride.quality import QUALITY_FLAGS
 
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 
@@ -56,8 +58,17 @@ def booking_channel(online: int, mobile_site: int) -> str:
 
 
 def enrich(ride: Ride, zone: ZoneInfo, region: ServiceRegion) -> dict[str, Any]:
-    """The Elasticsearch document of a ride: raw fields plus derived ones."""
+    """The Elasticsearch document of a ride: raw fields plus derived ones, its data-quality flags
+    (every flag of xrides/ride/quality.py, true or false, and outside_service_region), a bare
+    date's day beside its null timestamp, and the unknown fields it came with."""
     doc = ride.to_wire()
+    for spec in RIDE_FIELDS:
+        if spec.date_only:
+            day = ride.day_of(spec.name)
+            doc[spec.name] = None if day is not None else doc[spec.name]
+            doc[f"{spec.name}_day"] = None if day is None else day.isoformat()
+    if ride.extras:
+        doc["extras"] = ride.extras
     pickup_local = ride.from_date.astimezone(zone)
     has_pickup = ride.from_lat is not None and ride.from_long is not None
     has_dropoff = ride.to_lat is not None and ride.to_long is not None
@@ -82,10 +93,8 @@ def enrich(ride: Ride, zone: ZoneInfo, region: ServiceRegion) -> dict[str, Any]:
             "dropoff": {"lat": ride.to_lat, "lon": ride.to_long} if has_dropoff else None,
             "is_cancelled": ride.car_cancellation == 1,
             "quality": {
-                "dropoff_before_pickup": ride.to_date is not None and ride.to_date < ride.from_date,
-                "booked_after_pickup": ride.booking_created > ride.from_date,
+                **{flag.name: flag.holds(ride) for flag in QUALITY_FLAGS},
                 "outside_service_region": bool(outside),
-                "missing_coordinates": not (has_pickup and has_dropoff),
             },
         }
     )

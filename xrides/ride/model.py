@@ -6,9 +6,14 @@ XRides' clients match on them; the structured :class:`FieldError` adds the machi
 
 Decisions (see docs/ride-contract.md):
 - strict types: ``"28"`` is not an int, ``true`` is not 1, ``12.0`` is not an id;
-- unknown fields are rejected, naming the closest known field: a typo must not lose data;
+- unknown fields are kept with the ride (``extras``) and reported back as warnings, naming the
+  closest known field: a client that sends a field the platform does not know yet (``fare_inr``)
+  loses no ride over it, and a typo is visible at once. ``strict`` refuses them instead;
 - ``Car_Cancellation`` (historical exports) is accepted as ``car_cancellation``;
-- coordinates come in pairs: both set or both null.
+- coordinates come in pairs: both set or both null;
+- a bare date in a ``date_only`` field (``to_date``) keeps its precision: the day goes to
+  ``to_date_day`` and the timestamp stays null, so nobody mistakes the day for its midnight;
+- a ride needs a pickup area or, for a long-distance ride booked by city, a pickup city.
 """
 
 from __future__ import annotations
@@ -16,19 +21,22 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from xrides.errors import InvalidInput
-from xrides.ride.dates import DEFAULT_ZONE, DateFormatError, format_timestamp, parse_timestamp
+from xrides.ride.dates import DEFAULT_ZONE, DateFormatError, format_timestamp, parse_day, parse_timestamp
 from xrides.ride.fields import (
     COORDINATE_PAIRS,
     FIELD_ALIASES,
     FIELDS_BY_NAME,
     INT32_MAX,
     INT64_MAX,
+    MAX_EXTRA_NAME,
+    MAX_EXTRAS,
+    ONE_OF,
     RIDE_FIELDS,
     FieldSpec,
     Kind,
@@ -86,7 +94,7 @@ class Ride:
     vehicle_model_id: int
     package_id: int | None
     travel_type_id: int
-    from_area_id: int
+    from_area_id: int | None
     to_area_id: int | None
     from_city_id: int | None
     to_city_id: int | None
@@ -101,17 +109,34 @@ class Ride:
     to_long: float | None
     driver_id: int
     car_cancellation: int = 0
+    # Not fields of the contract, what the parser learned beside them:
+    to_date_day: date | None = None  # to_date came as a bare date: the day (to_date is null)
+    extras: dict[str, Any] | None = None  # unknown fields, kept as sent (never strict)
 
     def to_wire(self) -> dict[str, Any]:
-        """The canonical JSON-ready dict: field order of the contract, timestamps in UTC ISO 8601."""
+        """The canonical JSON-ready dict: field order of the contract, timestamps in UTC ISO 8601,
+        a bare date as ``YYYY-MM-DD`` (it parses back to the same day). Extras travel beside it."""
         out: dict[str, Any] = {}
         for spec in RIDE_FIELDS:
             value = getattr(self, spec.name)
-            out[spec.name] = format_timestamp(value) if isinstance(value, datetime) else value
+            if isinstance(value, datetime):
+                value = format_timestamp(value)
+            elif value is None and spec.date_only:
+                day = getattr(self, f"{spec.name}_day")
+                value = day.isoformat() if day is not None else None
+            out[spec.name] = value
         return out
 
+    def day_of(self, name: str) -> date | None:
+        """The bare date a ``date_only`` field came as (None when it had a time, or nothing)."""
+        day: date | None = getattr(self, f"{name}_day")
+        return day
 
-RIDE_ATTRIBUTES: tuple[str, ...] = tuple(f.name for f in fields(Ride))
+
+RIDE_ATTRIBUTES: tuple[str, ...] = tuple(f.name for f in RIDE_FIELDS)
+assert all(f"{f.name}_day" in Ride.__slots__ for f in RIDE_FIELDS if f.date_only), (
+    "a date_only field needs a <name>_day attribute on Ride"
+)
 
 
 def _show(value: object) -> str:
@@ -159,18 +184,27 @@ def _check_field(spec: FieldSpec, value: object, zone: ZoneInfo) -> tuple[object
 
 
 def _check_timestamp(spec: FieldSpec, value: object, zone: ZoneInfo) -> tuple[object, FieldError | None]:
+    """An aware UTC datetime; for a ``date_only`` field a bare date is a ``date`` (the caller moves
+    it to ``<name>_day``)."""
     if not isinstance(value, str):
         return None, _type_error(spec, value)
     try:
         return parse_timestamp(value, zone), None
     except DateFormatError:
-        return None, FieldError(
-            spec.name,
-            "format_mismatch",
-            "month/day/year hour:minute[:second] or ISO 8601",
-            _show(value),
-            f"{spec.name} format mismatch, {DATE_FORMAT_HINT}",
-        )
+        pass
+    if spec.date_only:
+        try:
+            return parse_day(value), None
+        except DateFormatError:
+            pass
+    expected = "month/day/year hour:minute[:second] or ISO 8601"
+    return None, FieldError(
+        spec.name,
+        "format_mismatch",
+        expected + (", or a bare date month/day/year" if spec.date_only else ""),
+        _show(value),
+        f"{spec.name} format mismatch, {DATE_FORMAT_HINT}",
+    )
 
 
 def _check_coordinate(spec: FieldSpec, value: object) -> tuple[object, FieldError | None]:
@@ -227,20 +261,22 @@ def _unknown_field_error(name: str) -> FieldError:
     )
 
 
-def parse_ride(data: object, zone: ZoneInfo | None = None) -> Ride:
+def parse_ride(data: object, zone: ZoneInfo | None = None, strict: bool = False) -> Ride:
     """Validate one decoded JSON value as a ride; raise :class:`RideValidationError` listing all errors.
 
+    Unknown fields are kept in ``Ride.extras`` (``strict``: refused, naming the closest field).
+
     A ride that is valid as sent goes through :func:`_accept_valid`, a straight-line check; anything
-    it does not accept at once (an error, an alias, an unusual type) takes the full path below,
-    which is the one that decides and explains. Both run for every ride the API accepts and every
-    message the persister stores, so the fast one is worth its lines: 21 -> 6 us a ride.
+    it does not accept at once (an error, an alias, an extra field, a bare date) takes the full
+    path below, which is the one that decides and explains. Both run for every ride the API
+    accepts and every message the persister stores, so the fast one is worth its lines: 21 -> 6 us.
     """
     zone = zone or ZoneInfo(DEFAULT_ZONE)
     if type(data) is dict and data.keys() <= _CANONICAL_NAMES:
         values = _accept_valid(data, zone)
         if values is not None:
             return Ride(*values)
-    return _parse_ride_explained(data, zone)
+    return _parse_ride_explained(data, zone, strict)
 
 
 _MISSING = object()
@@ -263,6 +299,7 @@ _FAST_FIELDS = tuple(
 _PAIR_POSITIONS = tuple(
     (RIDE_ATTRIBUTES.index(lat), RIDE_ATTRIBUTES.index(lon)) for lat, lon in COORDINATE_PAIRS
 )
+_ONE_OF_POSITIONS = tuple((RIDE_ATTRIBUTES.index(a), RIDE_ATTRIBUTES.index(b)) for a, b in ONE_OF)
 assert tuple(spec.name for spec in RIDE_FIELDS) == RIDE_ATTRIBUTES, "Ride must follow RIDE_FIELDS"
 
 
@@ -312,26 +349,20 @@ def _accept_valid(  # noqa: C901, PLR0911, PLR0912 - one flat loop on purpose: t
     for lat, lon in _PAIR_POSITIONS:
         if (values[lat] is None) != (values[lon] is None):
             return None
+    for first, second in _ONE_OF_POSITIONS:
+        if values[first] is None and values[second] is None:
+            return None
     return values
 
 
-def _parse_ride_explained(data: object, zone: ZoneInfo) -> Ride:
+def _parse_ride_explained(data: object, zone: ZoneInfo, strict: bool) -> Ride:
     """The full check: every rule, every error collected and worded for the client."""
     if not isinstance(data, dict):
         raise RideValidationError(
             [FieldError("$", "type_mismatch", "object", _show(data), "a ride must be a JSON object")]
         )
+    given, extras, extra_errors = _sort_keys(data, strict)
     errors: list[FieldError] = []
-    extra: list[FieldError] = []  # reported after the contract's fields, in the order sent
-    given: dict[str, object] = {}
-    for key, value in data.items():
-        name = FIELD_ALIASES.get(key, key)
-        if name not in FIELDS_BY_NAME:
-            extra.append(_unknown_field_error(str(key)))
-        elif name in given:
-            extra.append(FieldError(name, "duplicate", "one value", key, f"{name} given twice ({key})"))
-        else:
-            given[name] = value
     values: dict[str, object] = {}
     for spec in RIDE_FIELDS:
         if spec.name not in given:
@@ -352,6 +383,51 @@ def _parse_ride_explained(data: object, zone: ZoneInfo) -> Ride:
         if error:
             errors.append(error)
         values[spec.name] = value
+    errors += _pair_errors(given) + _one_of_errors(given, values)
+    if errors or extra_errors:
+        raise RideValidationError(errors + extra_errors)
+    days = {}
+    for spec in RIDE_FIELDS:  # a bare date: the day beside a null timestamp
+        value = values[spec.name]
+        if spec.date_only and isinstance(value, date) and not isinstance(value, datetime):
+            days[f"{spec.name}_day"] = value
+            values[spec.name] = None
+    return Ride(**values, **days, extras=extras or None)  # type: ignore[arg-type]
+
+
+def _sort_keys(
+    data: dict[str, object], strict: bool
+) -> tuple[dict[str, object], dict[str, Any], list[FieldError]]:
+    """The contract's fields (aliases resolved), the unknown ones kept as extras, and the errors of
+    keys (a field given twice; unknown ones when ``strict`` or past the limits)."""
+    given: dict[str, object] = {}
+    extras: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for key, value in data.items():
+        name = FIELD_ALIASES.get(key, key)
+        if name in given:
+            errors.append(FieldError(name, "duplicate", "one value", key, f"{name} given twice ({key})"))
+        elif name in FIELDS_BY_NAME:
+            given[name] = value
+        elif strict:
+            errors.append(_unknown_field_error(str(key)))
+        elif len(key) > MAX_EXTRA_NAME or len(extras) >= MAX_EXTRAS:
+            errors.append(
+                FieldError(
+                    key[:MAX_EXTRA_NAME],
+                    "too_many_unknown_fields",
+                    f"at most {MAX_EXTRAS} unknown fields of up to {MAX_EXTRA_NAME} characters",
+                    _show(key),
+                    f"unknown fields are kept up to {MAX_EXTRAS}, named in {MAX_EXTRA_NAME} characters",
+                )
+            )
+        else:
+            extras[key] = value
+    return given, extras, errors
+
+
+def _pair_errors(given: dict[str, object]) -> list[FieldError]:
+    errors = []
     for lat, lon in COORDINATE_PAIRS:
         if lat in given and lon in given and (given[lat] is None) != (given[lon] is None):
             errors.append(
@@ -363,6 +439,38 @@ def _parse_ride_explained(data: object, zone: ZoneInfo) -> Ride:
                     f"{lat} and {lon} must both be set or both be null",
                 )
             )
-    if errors or extra:
-        raise RideValidationError(errors + extra)
-    return Ride(**values)  # type: ignore[arg-type]
+    return errors
+
+
+def _one_of_errors(given: dict[str, object], values: dict[str, object]) -> list[FieldError]:
+    """A ride needs one of each pair (a pickup area, or a pickup city); a field that was given but
+    broke its own rule is already reported."""
+    errors = []
+    for first, second in ONE_OF:
+        if values.get(first) is None and values.get(second) is None:
+            if given.get(first) is not None or given.get(second) is not None:
+                continue
+            errors.append(
+                FieldError(
+                    first,
+                    "missing",
+                    f"{first} or {second}",
+                    "null" if first in given else "nothing",
+                    f"{first} is missing, and {second} is not set either: send one of them",
+                )
+            )
+    return errors
+
+
+def warnings_for(ride: Ride) -> list[FieldError]:
+    """What the API tells a client about a ride it accepted: each unknown field kept (with the
+    closest known field), so a typo is seen at once."""
+    out = []
+    for name in ride.extras or {}:
+        error = _unknown_field_error(name)
+        out.append(
+            FieldError(
+                name, "unknown_field_kept", error.expected, error.received, error.message + "; kept as sent"
+            )
+        )
+    return out

@@ -2,7 +2,9 @@
 
 One function per consumer of the contract: JSON Schema (OpenAPI 3.1), PostgreSQL column types,
 the Elasticsearch mapping of the raw ride fields, and the Parquet (Arrow) schema. Tests compare the
-live database, index and files against these, so nobody edits a copy by hand.
+live database, index and files against these, so nobody edits a copy by hand. Each takes the field
+table as an argument (the current one by default), so a test can add a field and see every schema
+follow it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from xrides.ride.fields import INT32_MAX, INT64_MAX, RIDE_FIELDS, FieldSpec, Kind
+
+Fields = tuple[FieldSpec, ...]
 
 _EXAMPLE: dict[str, Any] = {
     "booking_id": 132512,
@@ -55,8 +59,14 @@ def _json_type(spec: FieldSpec) -> dict[str, Any]:
     else:
         schema = {
             "type": "string",
-            "description": "month/day/year hour:minute[:second] in local time, or ISO 8601",
-            "examples": ["1/1/2013 2:00:00", "2013-01-01T02:00:00+05:30"],
+            "description": "month/day/year hour:minute[:second] in local time, or ISO 8601"
+            + (
+                "; or a bare date (month/day/year, YYYY-MM-DD) when only the day is known"
+                if spec.date_only
+                else ""
+            ),
+            "examples": ["1/1/2013 2:00:00", "2013-01-01T02:00:00+05:30"]
+            + (["1/2/2013"] if spec.date_only else []),
         }
     if spec.nullable:
         schema["type"] = [schema["type"], "null"]
@@ -65,18 +75,28 @@ def _json_type(spec: FieldSpec) -> dict[str, Any]:
     return schema
 
 
-def ride_json_schema() -> dict[str, Any]:
-    """JSON Schema (2020-12, as used by OpenAPI 3.1) of one ride."""
+def ride_json_schema(fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
+    """JSON Schema (2020-12, as used by OpenAPI 3.1) of one ride.
+
+    Other properties are allowed: the platform keeps unknown fields with the ride and names them in
+    the answer's warnings (a key in strict mode refuses them). A ride also needs ``from_area_id``
+    or ``from_city_id`` (``anyOf``)."""
     properties: dict[str, Any] = {}
-    for spec in RIDE_FIELDS:
+    for spec in fields:
         prop = _json_type(spec)
         prop["description"] = spec.description + (f". {prop['description']}" if "description" in prop else "")
+        if spec.since > 1:
+            prop["description"] += f" (since contract {spec.since})"
         properties[spec.name] = prop
     return {
         "type": "object",
-        "additionalProperties": False,
-        "required": [f.name for f in RIDE_FIELDS if f.required],
+        "additionalProperties": True,
+        "required": [f.name for f in fields if f.required],
         "properties": properties,
+        "anyOf": [
+            {"properties": {name: {"type": "integer"}}, "required": [name]}
+            for name in ("from_area_id", "from_city_id")
+        ],
         "examples": [example_ride()],
     }
 
@@ -92,9 +112,9 @@ _PG_TYPES = {
 }
 
 
-def postgres_columns() -> dict[str, tuple[str, bool]]:
+def postgres_columns(fields: Fields = RIDE_FIELDS) -> dict[str, tuple[str, bool]]:
     """Column name -> (PostgreSQL type as information_schema spells it, nullable)."""
-    return {f.name: (_PG_TYPES[f.kind], f.nullable) for f in RIDE_FIELDS}
+    return {f.name: (_PG_TYPES[f.kind], f.nullable) for f in fields}
 
 
 _ES_TYPES = {
@@ -107,12 +127,12 @@ _ES_TYPES = {
 }
 
 
-def elasticsearch_properties() -> dict[str, dict[str, str]]:
+def elasticsearch_properties(fields: Fields = RIDE_FIELDS) -> dict[str, dict[str, str]]:
     """Mapping of the raw ride fields; ids are also keyword-searchable through ``booking_id``'s type."""
-    return {f.name: {"type": _ES_TYPES[f.kind]} for f in RIDE_FIELDS}
+    return {f.name: {"type": _ES_TYPES[f.kind]} for f in fields}
 
 
-def parquet_schema() -> Any:
+def parquet_schema(fields: Fields = RIDE_FIELDS) -> Any:
     """The Arrow schema of archived rides (imported lazily: pyarrow is heavy)."""
     import pyarrow as pa  # noqa: PLC0415
 
@@ -124,4 +144,4 @@ def parquet_schema() -> Any:
         Kind.LONGITUDE: pa.float64(),
         Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
     }
-    return pa.schema([pa.field(f.name, types[f.kind], nullable=f.nullable) for f in RIDE_FIELDS])
+    return pa.schema([pa.field(f.name, types[f.kind], nullable=f.nullable) for f in fields])

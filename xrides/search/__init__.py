@@ -2,20 +2,26 @@
 
 from xrides.search.templates import (
     ENRICHED_PROPERTIES,
+    FAILED_RIDE_PROPERTIES,
     LOG_PROPERTIES,
     METADATA_PROPERTIES,
     demand_template,
+    failed_rides_template,
     logs_template,
+    ride_properties,
     rides_template,
     template_name,
 )
 
 __all__ = [
     "ENRICHED_PROPERTIES",
+    "FAILED_RIDE_PROPERTIES",
     "LOG_PROPERTIES",
     "METADATA_PROPERTIES",
     "demand_template",
+    "failed_rides_template",
     "logs_template",
+    "ride_properties",
     "rides_template",
     "template_name",
 ]

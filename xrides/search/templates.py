@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from xrides.ride import elasticsearch_properties
+from xrides.ride import RIDE_FIELDS, elasticsearch_properties
 from xrides.ride.enrich import DERIVED_FIELDS
+from xrides.ride.quality import FLAG_NAMES
+from xrides.ride.schemas import Fields
 
 ENRICHED_PROPERTIES: dict[str, dict[str, Any]] = {
     **{d.name: {"type": d.es_type} for d in DERIVED_FIELDS},
     "pickup": {"type": "geo_point"},
     "dropoff": {"type": "geo_point"},
+    # every data-quality flag (xrides/ride/quality.py) and the enrichment's own one, filterable
     "quality": {
-        "properties": {
-            name: {"type": "boolean"}
-            for name in (
-                "dropoff_before_pickup",
-                "booked_after_pickup",
-                "outside_service_region",
-                "missing_coordinates",
-            )
-        }
+        "properties": {name: {"type": "boolean"} for name in (*FLAG_NAMES, "outside_service_region")}
     },
+}
+
+# What the parser learned beside the fields (as in PostgreSQL's cab_rides): a bare date's day, the
+# unknown fields kept as sent (flattened: every key searchable as a keyword, no mapping per key),
+# and the contract version the ride was accepted under.
+STORED_PROPERTIES: dict[str, dict[str, Any]] = {
+    **{f"{f.name}_day": {"type": "date", "format": "strict_date"} for f in RIDE_FIELDS if f.date_only},
+    "extras": {"type": "flattened"},
+    "contract_version": {"type": "short"},
 }
 
 METADATA_PROPERTIES: dict[str, dict[str, Any]] = {
@@ -35,8 +39,22 @@ def template_name(prefix: str) -> str:
     return f"xrides-{prefix.strip('-.')}"
 
 
-def rides_template(prefix: str) -> dict[str, Any]:
-    """``<prefix>*`` (daily ride indices): explicit mapping, unknown fields refused (dynamic strict)."""
+def ride_properties(fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
+    """Every property of a ride document: the contract's fields (a field added to the table is a
+    property here too), the enrichment, what the parser stored beside them, the version."""
+    return {
+        **elasticsearch_properties(fields),
+        **ENRICHED_PROPERTIES,
+        **STORED_PROPERTIES,
+        **METADATA_PROPERTIES,
+    }
+
+
+def rides_template(prefix: str, fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
+    """``<prefix>*`` (daily ride indices): explicit mapping, unknown fields refused (dynamic strict).
+
+    A new field reaches indices created before it through ``put_mapping`` of the same properties
+    (the indexer does it at start: xrides/search/templates.py ``ride_properties``)."""
     return {
         "index_patterns": [f"{prefix}*"],
         "priority": 100,
@@ -44,7 +62,7 @@ def rides_template(prefix: str) -> dict[str, Any]:
             "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
             "mappings": {
                 "dynamic": "strict",
-                "properties": {**elasticsearch_properties(), **ENRICHED_PROPERTIES, **METADATA_PROPERTIES},
+                "properties": ride_properties(fields),
             },
         },
     }
@@ -112,5 +130,39 @@ def logs_template(prefix: str) -> dict[str, Any]:
         "template": {
             "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
             "mappings": {"dynamic": False, "properties": LOG_PROPERTIES},
+        },
+    }
+
+
+# A refused ride (xrides/quarantine.py) as Kibana shows it: who sent what, when, and every error.
+FAILED_RIDE_PROPERTIES: dict[str, dict[str, Any]] = {
+    "request_id": {"type": "keyword"},
+    "refused_at": {"type": "date"},
+    "booking_id": {"type": "long"},
+    "key_id": {"type": "keyword"},
+    "contract_version": {"type": "short"},
+    "errors": {
+        "properties": {
+            "field": {"type": "keyword"},
+            "code": {"type": "keyword"},
+            "expected": {"type": "keyword", "index": False},
+            "received": {"type": "keyword", "index": False},
+            "message": {"type": "text"},
+        }
+    },
+    "error_fields": {"type": "keyword"},
+    "error_codes": {"type": "keyword"},
+    "body": {"type": "text", "index": False},
+}
+
+
+def failed_rides_template(prefix: str) -> dict[str, Any]:
+    """``<prefix>*`` (daily indices of refused rides, by the day they were refused)."""
+    return {
+        "index_patterns": [f"{prefix}*"],
+        "priority": 100,
+        "template": {
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "mappings": {"dynamic": "strict", "properties": FAILED_RIDE_PROPERTIES},
         },
     }
