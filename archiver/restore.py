@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, date
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,11 +32,12 @@ from archiver.archive import Archiver, index_name, month_start
 from xrides.archive.schema import COLUMNS
 from xrides.db.rides import ROW_COLUMNS
 from xrides.errors import XRidesError
-from xrides.ride import RIDE_FIELDS, Ride, format_timestamp
+from xrides.ride import RIDE_FIELDS, Kind, Ride, format_timestamp
 from xrides.ride.enrich import ServiceRegion, enrich
 from xrides.search.templates import rides_template, template_name
 
 _RIDE_NAMES = tuple(f.name for f in RIDE_FIELDS)
+_NUMERIC = {f.name for f in RIDE_FIELDS if f.kind in (Kind.LATITUDE, Kind.LONGITUDE)}
 assert COLUMNS == ROW_COLUMNS, "an archived row is a cab_rides row, column for column"
 
 
@@ -91,8 +93,13 @@ def _end_dry_run(dry_run: bool) -> None:
 
 async def _to_postgres(archiver: Archiver, table: pa.Table, result: DayRestore, dry_run: bool) -> None:
     conn = archiver.conn
-    records = [tuple(row[c] for c in COLUMNS) for row in table.to_pylist()]
-    for month in sorted({month_start(r[COLUMNS.index("from_date")].astimezone(UTC).date()) for r in records}):
+    # repr() of a float is its shortest exact decimal: the digits the client sent (as the persister)
+    rows = table.to_pylist()
+    records = [
+        tuple(Decimal(repr(row[c])) if c in _NUMERIC and row[c] is not None else row[c] for c in COLUMNS)
+        for row in rows
+    ]
+    for month in sorted({month_start(row["from_date"].astimezone(UTC).date()) for row in rows}):
         await conn.execute("SELECT ensure_ride_partition($1)", month)
     try:
         async with conn.transaction():

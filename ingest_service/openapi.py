@@ -15,7 +15,7 @@ _FIELD_ERROR = {
 }
 _WARNINGS = {
     "type": "array",
-    "description": "Unknown fields kept with the ride (code unknown_field_kept), with the closest known field",
+    "description": "Unknown fields kept with the ride (code unknown_field_kept), naming the closest field",
     "items": {"$ref": "#/components/schemas/FieldError"},
 }
 _FAILED = {
@@ -367,7 +367,7 @@ def build_openapi() -> dict[str, Any]:
             "/v1/quarantine/replay": {
                 "post": {
                     "operationId": "replayQuarantine",
-                    "summary": "Re-validate refused rides under the current contract and store those that pass"
+                    "summary": "Re-validate refused rides under the current contract; store what passes"
                     " (admin scope)",
                     "requestBody": {
                         "required": True,
@@ -390,7 +390,7 @@ def build_openapi() -> dict[str, Any]:
                         "200": {
                             "description": "considered, replayed, still_refused; quarantine id -> new id",
                         },
-                        **_errors(400, 401, 403, 503),
+                        **_errors(400, 401, 403, 408, 413, 415, 503),
                     },
                 }
             },

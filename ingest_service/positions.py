@@ -38,17 +38,22 @@ class KafkaPositions:
         self.refused_topic = refused_topic
         self._ends: dict[str, tuple[float, dict[int, int]]] = {}
 
-    def _end_offsets(self, topic: str) -> dict[int, int]:
+    def _end_offsets(self, topic: str, fresh: bool = False) -> dict[int, int]:
         cached = self._ends.get(topic)
-        if cached and time.monotonic() - cached[0] < _END_OFFSETS_TTL_S:
+        if cached and not fresh and time.monotonic() - cached[0] < _END_OFFSETS_TTL_S:
             return cached[1]
         ends = {p: w.high for p, w in self._reader.watermarks(topic).items()}
         self._ends[topic] = (time.monotonic(), ends)
         return ends
 
     def _exists(self, topic: str, position: Position) -> bool:
-        ends = self._end_offsets(topic)
-        return position.partition in ends and 0 <= position.offset < ends[position.partition]
+        """A position below the end offsets; a cached "no" is asked again (the id may have been
+        handed out a moment ago, after the cache was filled), a cached "yes" is final."""
+        for fresh in (False, True):
+            ends = self._end_offsets(topic, fresh)
+            if position.partition in ends and 0 <= position.offset < ends[position.partition]:
+                return True
+        return False
 
     async def exists(self, topic: str, position: Position) -> bool:
         try:

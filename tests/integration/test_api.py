@@ -91,6 +91,8 @@ async def test_prototype_examples(start_api: StartApi, stack_env: dict[str, str]
             session, base + "/xride_data", {**ride, "booking_created": "1/1-2013 1:39:00"}
         )
         assert status == 422
+        request_id = body.pop("request_id")  # the refused ride is kept in the quarantine
+        assert request_id.startswith("q") and body.pop("status_url").endswith(request_id)
         assert body == {
             "status": "Failed",
             "error_message": "booking_created format mismatch, please send month/date/year hour:minute:seconds ",
@@ -162,8 +164,11 @@ async def test_batch_accepts_valid_items_and_reports_the_rest(
         async with session.get(base + body["status_url"]) as response:
             tracked = await response.json()
             assert response.status == 200, tracked
-            assert [i["index"] for i in tracked["items"]] == [0, 2, 4]
-            assert {i["state"] for i in tracked["items"]} <= {"accepted", "stored"}
+            # every item: the accepted ones, and the refused ones kept in the quarantine
+            assert [i["index"] for i in tracked["items"]] == [0, 1, 2, 3, 4]
+            assert [tracked["items"][n]["state"] for n in (1, 3)] == ["refused", "refused"]
+            assert tracked["items"][1]["request_id"] == body["items"][1]["request_id"]
+            assert {i["state"] for i in tracked["items"]} <= {"accepted", "stored", "refused"}
 
         ndjson = b"\n".join(orjson.dumps(r) for r in (new_ride(), new_ride())) + b"\n{oops\n"
         async with session.post(
@@ -174,7 +179,11 @@ async def test_batch_accepts_valid_items_and_reports_the_rest(
             assert [i["status"] for i in body["items"]] == ["Success", "Success", "Failed"]
 
         status, body, _ = await post(session, base + "/v1/rides/batch", [bad])
-        assert (status, body["accepted"], body["request_id"]) == (422, 0, None)
+        assert (status, body["accepted"]) == (422, 0)
+        # nothing accepted, yet trackable: the batch of one refused ride has its id
+        async with session.get(base + body["status_url"]) as response:
+            tracked = await response.json()
+            assert (tracked["state"], tracked["items"][0]["state"]) == ("refused", "refused")
         status, body, _ = await post(session, base + "/v1/rides/batch", {"not": "a list"})
         assert status == 400
 

@@ -78,8 +78,8 @@ async def place(stack_env: dict[str, str]) -> AsyncIterator[Place]:
             found = await es.indices.get(index=f"{settings.es_rides_prefix}*", allow_no_indices=True)
             if found:
                 await es.indices.delete(index=",".join(found))
-            await es.indices.delete_index_template(
-                name=template_name(settings.es_rides_prefix), ignore_unavailable=True
+            await es.options(ignore_status=404).indices.delete_index_template(
+                name=template_name(settings.es_rides_prefix)
             )
         finally:
             await es.close()
@@ -167,7 +167,7 @@ async def test_a_new_optional_field_brings_its_column_mapping_and_parquet_along(
             "SELECT data_type, is_nullable FROM information_schema.columns"
             " WHERE table_name = 'cab_rides' AND column_name = 'fare_inr'"
         )
-        assert (column["data_type"], column["is_nullable"]) == ("integer", "YES")
+        assert column is not None and (column["data_type"], column["is_nullable"]) == ("integer", "YES")
         function = await conn.fetchval(
             "SELECT pg_get_functiondef('apply_staged_rides(boolean)'::regprocedure)"
         )

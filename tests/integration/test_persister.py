@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from xrides.db.rides import ROW_COLUMNS
 from xrides.kafka import AsyncProducer, KafkaConfig, ProducerConfig, TopicReader
 from xrides.request_ids import Position
 from xrides.ride import (
@@ -181,8 +182,9 @@ async def test_columns_match_the_ride_contract(pg: asyncpg.Pool) -> None:
     live = {r["column_name"]: (r["data_type"], r["is_nullable"] == "YES") for r in rows}
     for name, (pg_type, nullable) in postgres_columns().items():
         assert live[name] == (pg_type, nullable), name
-    meta = {"kafka_partition", "kafka_offset", "version", "source", "received_at", "stored_at"}
-    assert set(live) == set(postgres_columns()) | meta
+    assert set(live) == set(ROW_COLUMNS)
+    assert live["quality"] == ("ARRAY", False) and live["extras"] == ("jsonb", True)
+    assert live["to_date_day"] == ("date", True) and live["contract_version"] == ("smallint", False)
 
 
 async def test_every_field_stored_as_sent_then_updates_and_replays(

@@ -115,7 +115,7 @@ def _replay(env: dict[str, str], since: datetime, until: datetime) -> dict[str, 
          "--until", until.isoformat()],
         cwd=REPO, env=run_env, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
-    report: dict[str, Any] = json.loads(done.stdout)
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])  # log lines come first
     return report
 
 
@@ -123,8 +123,8 @@ async def test_a_replay_after_a_contract_change_stores_what_now_validates_once(
     stack_env: dict[str, str],
 ) -> None:
     booking = int(time.time() * 1000) % 10**9 + 4 * 10**13
-    since = datetime.now(UTC) - timedelta(seconds=1)
-    refused_at = int(time.time() * 1_000_000)
+    since = datetime.now(UTC)
+    refused_at = int(time.time() * 1_000_000) + 1000
     producer = DeliveryProducer(KafkaConfig(stack_env["XRIDES_KAFKA_BOOTSTRAP"], "quarantine-it"))
     try:
         records = [

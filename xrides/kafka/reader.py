@@ -64,7 +64,8 @@ class TopicReader:
         if not wanted or limit <= 0:
             return out
         with self._lock:
-            self._consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in wanted.items()])
+            assigned = [TopicPartition(topic, p, start) for p, (start, _) in wanted.items()]
+            self._consumer.assign(assigned)
             try:
                 left = dict(wanted)
                 progress = time.monotonic()
@@ -83,6 +84,9 @@ class TopicReader:
                             del left[partition]
                             self._consumer.pause([TopicPartition(topic, partition)])
             finally:
+                # librdkafka keeps a partition's pause across unassign/assign: resume it, or the
+                # next read of the same partition would wait for nothing
+                self._consumer.resume(assigned)
                 self._consumer.unassign()
         return out
 
