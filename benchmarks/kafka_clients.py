@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.scenarios import git_commit
+
 RESULTS = Path(__file__).resolve().parent / "results" / "kafka-clients.json"
 VALUE = b"x" * 480  # about a ride envelope's size
 
@@ -151,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         for client in clients:
             report["runs"][client].append(_one(client, args.bootstrap, args.records))
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    report["commit"] = commit.stdout.strip()
+    report["git_commit"] = git_commit()
     report["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))

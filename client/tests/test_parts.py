@@ -312,3 +312,18 @@ def test_a_cell_is_null_a_number_or_exactly_its_text(cell: str) -> None:
         assert value == cell
     if value is None:
         assert cell.strip() in ("", "NULL")
+
+
+def test_a_sources_position_is_committed_with_its_rides(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    assert spool.source_position("/data/rides.csv") == 0
+    spool.add([b"{}", b"{}"], ("/data/rides.csv", 2))
+    spool.add([b"{}"], ("/data/rides.csv", 3))
+    spool.close()
+    again = Spool(tmp_path / "s.db")  # a restarted client reads where the file's sending stopped
+    assert again.source_position("/data/rides.csv") == 3
+    assert again.depth == 3
+    with pytest.raises(sqlite3.IntegrityError):  # a bad ride fails the whole transaction
+        again.add([b"{}", None], ("/data/rides.csv", 5))  # type: ignore[list-item]
+    assert (again.source_position("/data/rides.csv"), again.depth) == (3, 3)
+    again.close()

@@ -126,9 +126,15 @@ class AsyncClient:
         (handle,) = await asyncio.to_thread(self._engine.submit, [ride])
         return self._wrap(handle)
 
-    async def send_many(self, rides: Iterable[Mapping[str, Any]]) -> list[AsyncHandle]:
-        handles = await asyncio.to_thread(self._engine.submit, list(rides))
+    async def send_many(
+        self, rides: Iterable[Mapping[str, Any]], source: tuple[str, int] | None = None
+    ) -> list[AsyncHandle]:
+        handles = await asyncio.to_thread(self._engine.submit, list(rides), source)
         return [self._wrap(h) for h in handles]
+
+    def source_position(self, name: str) -> int:
+        """How many rides of ``name`` an earlier client on this spool spooled."""
+        return self._engine.source_position(name)
 
     async def _until_settled(self, timeout: float | None) -> bool:  # noqa: ASYNC109
         async def settled() -> None:

@@ -173,6 +173,7 @@ class Run:
         self.started = time.monotonic()
         self.sent = 0
         self.recovered = 0
+        self.resumed_at = 0  # rides of the file an earlier run had already spooled
         self.unreadable: list[Unreadable] = []
         self.error: str | None = None
         self.interrupted = False
@@ -206,20 +207,31 @@ class Run:
         return stats
 
     def _feed(self, client: Client, rows: Iterator[Row | Unreadable], stream: TextIO, size: int) -> None:
+        """Spool the file's rides chunk by chunk, each chunk committed with the file's position in
+        the spool: a send killed mid-file and started again on the same spool skips the rides it
+        already spooled (they are resent from the spool if they were not acknowledged), so nothing
+        is sent twice and nothing is skipped."""
+        source = os.path.abspath(self.args.file) if self.args.file != "-" else None
+        skip = client.source_position(source) if source else 0
+        self.resumed_at = skip
+        position = 0
         chunk: list[Row] = []
         for row in rows:
             if isinstance(row, Unreadable):
                 self.unreadable.append(row)
                 continue
+            position += 1
+            if position <= skip:
+                continue
             chunk.append(row)
             if len(chunk) >= CHUNK:
-                client.send_many(chunk)
+                client.send_many(chunk, (source, position) if source else None)
                 self.sent += len(chunk)
                 chunk = []
                 read = f"read {100 * stream.buffer.tell() / size:5.1f}%" if size else "reading"
                 self.progress.show(self.line(read))
         if chunk:
-            client.send_many(chunk)
+            client.send_many(chunk, (source, position) if source else None)
             self.sent += len(chunk)
 
     def report(self, stats: Stats, spool: str | None) -> dict[str, Any]:
@@ -236,6 +248,7 @@ class Run:
             "superseded": summary.superseded,
             "unreadable": len(self.unreadable),
             "recovered": self.recovered,
+            "resumed_after": self.resumed_at,
             "refused_reasons": _top(summary.refused_reasons),
             "failed_reasons": _top(summary.failed_reasons),
             "unreadable_lines": [{"line": u.line, "reason": u.reason} for u in self.unreadable[:5]],

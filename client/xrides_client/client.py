@@ -54,9 +54,18 @@ class Client:
         """
         return self._engine.submit([ride])[0]
 
-    def send_many(self, rides: Iterable[Mapping[str, Any]]) -> list[Handle]:
-        """Like ``send`` for many rides, with one spool commit (one fsync) for all of them."""
-        return self._engine.submit(list(rides))
+    def send_many(
+        self, rides: Iterable[Mapping[str, Any]], source: tuple[str, int] | None = None
+    ) -> list[Handle]:
+        """Like ``send`` for many rides, with one spool commit (one fsync) for all of them.
+
+        ``source``: (a name for where the rides come from, how many of its rides are spooled once
+        these are), committed with them; :meth:`source_position` reads it back after a restart."""
+        return self._engine.submit(list(rides), source)
+
+    def source_position(self, name: str) -> int:
+        """How many rides of ``name`` an earlier client on this spool spooled (to resume after them)."""
+        return self._engine.source_position(name)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send what waits without lingering, and wait until every ride has its final outcome.

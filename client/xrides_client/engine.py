@@ -126,7 +126,12 @@ class Engine:
 
     # -- the caller's side ------------------------------------------------------------------------
 
-    def submit(self, rides: Sequence[Mapping[str, Any]]) -> list[Handle]:
+    def source_position(self, name: str) -> int:
+        return self._spool.source_position(name)
+
+    def submit(
+        self, rides: Sequence[Mapping[str, Any]], source: tuple[str, int] | None = None
+    ) -> list[Handle]:
         bodies = [encode_ride(ride) for ride in rides]
         with self._submit_lock:  # spool order == queue order, whatever the callers' threads
             with self._cond:
@@ -134,7 +139,7 @@ class Engine:
                 while len(self._batcher) >= self.options.max_queue and not (self._stopping or self._fatal):
                     self._cond.wait()
                 self._check_open()
-            ids = self._spool.add(bodies)
+            ids = self._spool.add(bodies, source)
             now = time.monotonic()
             pending = [
                 Pending(i, body, ride.get("booking_id"), Handle(i, ride.get("booking_id")), now)

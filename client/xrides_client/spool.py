@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS rides (
     accepted_at REAL
 );
 CREATE INDEX IF NOT EXISTS rides_by_state ON rides (state, id);
+CREATE TABLE IF NOT EXISTS sources (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
 """
 
 
@@ -133,15 +137,30 @@ class Spool:
                 raise
             self._db.execute("COMMIT")
 
-    def add(self, bodies: Sequence[bytes]) -> list[int]:
+    def add(self, bodies: Sequence[bytes], source: tuple[str, int] | None = None) -> list[int]:
+        """Spool the rides; with ``source`` (a file's name and how many of its rides are now
+        spooled), record that position in the same transaction, so a restarted sender of that file
+        resumes after the last ride it spooled: it never spools a ride twice, nor skips one."""
         now = time.time()
         with self._transaction() as db:
             ids = [
                 int(db.execute("INSERT INTO rides (body, created_at) VALUES (?, ?)", (b, now)).lastrowid or 0)
                 for b in bodies
             ]
+            if source is not None:
+                db.execute(
+                    "INSERT INTO sources (name, position) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    source,
+                )
             self._depth += len(ids)
         return ids
+
+    def source_position(self, name: str) -> int:
+        """How many rides of the source ``name`` an earlier run spooled (0: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT position FROM sources WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
 
     def open_batch(self, path: str, key: str, body: bytes, ride_ids: Sequence[int]) -> int:
         with self._transaction() as db:
