@@ -8,13 +8,14 @@ STACK := $(PY) -m deploy.stack
 # Every tool, test and benchmark reads the stack's connection settings from this one file.
 WITH_ENV := set -a; [ -f .stack/env ] && source .stack/env; set +a;
 
-.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview bench bench-quick chaos
+.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview bench bench-quick chaos cluster-up cluster-down chaos-cluster
 
 help:
 	@echo "make run     install, start the local stack and the platform, stream demo rides"
 	@echo "make test    install, start the stack, run unit + integration tests and lint"
 	@echo "make bench  the benchmark harness against the running stack (~30 min; BENCHMARKS.md)"
 	@echo "make chaos  the fault suite: every part killed under load, nothing lost (~35 min)"
+	@echo "make cluster-up | cluster-down   the production topology on this machine (docs/deployment.md)"
 	@echo "make up | down | status | lint | fmt | test-unit | test-integration | dashboards-preview | bench-quick"
 
 # The venv is rebuilt only when the lock file changes (the stamp records the last sync).
@@ -40,6 +41,15 @@ up: install
 
 down:
 	$(STACK) down
+
+# The cluster profile (docs/deployment.md): 3 Kafka brokers, 3 Elasticsearch nodes, PostgreSQL with
+# a streaming replica, a Flink session cluster (JobManager + 2 TaskManagers), 2 APIs behind HAProxy.
+# Same stack directory and API port as `make up`: `make down` first when the single profile runs.
+cluster-up: install
+	XRIDES_PROFILE=cluster $(STACK) up
+
+cluster-down:
+	XRIDES_PROFILE=cluster $(STACK) down
 
 status:
 	$(STACK) status

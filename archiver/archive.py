@@ -57,6 +57,7 @@ from xrides.archive.schema import (
 )
 from xrides.archive.store import ArchiveStore, sha256_hex
 from xrides.errors import XRidesError
+from xrides.search.client import connect
 
 log = logging.getLogger("archiver")
 
@@ -192,7 +193,7 @@ class Archiver:
 
     async def __aenter__(self) -> Archiver:
         self._conn = await asyncpg.connect(self.settings.pg_dsn)
-        self._es = AsyncElasticsearch(self.settings.es_url, request_timeout=60)
+        self._es = connect(self.settings.es_url, request_timeout=60)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -143,9 +143,9 @@ async def _to_elasticsearch(archiver: Archiver, table: pa.Table, result: DayRest
     result.es_written = len(todo)
     if dry_run or not todo:
         return
-    await es.indices.put_index_template(
-        name=template_name(s.es_rides_prefix), **rides_template(s.es_rides_prefix)
-    )
+    name = template_name(s.es_rides_prefix)
+    if not await es.indices.exists_index_template(name=name):  # the indexer's (replicas, ILM) wins
+        await es.indices.put_index_template(name=name, **rides_template(s.es_rides_prefix))
 
     def actions() -> Any:
         for ride, meta in todo:

@@ -2,11 +2,11 @@
 
     python -m benchmarks.writer_bench [--sizes 1,100,5000] [--repeats 30]
 
-Uses the running local stack's PostgreSQL (`make up`). Rides come from the load generator, are
-encoded and decoded as the persister would, and are written under booking ids, Kafka positions and
-a consumer group of their own; every row it wrote is deleted at the end. The fixed part of a batch
-(transaction, statements, commit) is what a small batch costs; the per-row part is what a large one
-does. Kafka is not involved: ``persister_bench`` measures the whole path.
+Uses the running local stack's PostgreSQL server (`make up`), in a database of its own
+(``xrides_writer_bench``, created, migrated and dropped around the run): the platform's rides are
+never touched. Rides come from the load generator, encoded and decoded as the persister would.
+The fixed part of a batch (transaction, statements, commit) is what a small batch costs; the
+per-row part is what a large one does. Kafka is not involved: ``persister_bench`` measures the whole path.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import statistics
 import time
 from typing import Any
 
-import asyncpg
-
 from loadgen.rides import RideGenerator
 from persister.sink import decode
 from persister.writer import Message, RideWriter
+from xrides.db.scratch import scratch_database
 from xrides.kafka import Record
 from xrides.ride import RideEnvelope, new_version, parse_ride
 
-BOOKINGS_FROM = 970_000_000_000_000  # far above any generated booking id
-OFFSETS_FROM = 10**12  # far above any offset the local topics reach
+DATABASE = "xrides_writer_bench"
 GROUP, TOPIC, PARTITION = "writer-bench", "rides-writer-bench", 0
 
 
@@ -39,11 +37,16 @@ def batch(generator: RideGenerator, first_offset: int, size: int) -> list[Messag
     return messages
 
 
-async def measure(dsn: str, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+async def measure(owner_dsn: str, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
+    """Median write time per batch size, in a scratch database (the schema owner's DSN creates it)."""
+    async with scratch_database(owner_dsn, DATABASE) as dsn:
+        return await _measure(dsn, sizes, repeats)
+
+
+async def _measure(dsn: str, sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     writer = RideWriter(dsn, GROUP)
     generator = RideGenerator(seed=11)
-    generator.next_id = BOOKINGS_FROM
-    offset = OFFSETS_FROM
+    offset = 0
     results = []
     try:
         for size in sizes:
@@ -60,13 +63,6 @@ async def measure(dsn: str, sizes: list[int], repeats: int) -> list[dict[str, An
             )
     finally:
         await writer.close()
-        conn = await asyncpg.connect(dsn)
-        try:
-            for table in ("cab_rides", "ride_versions", "ride_receipts"):
-                await conn.execute(f"DELETE FROM {table} WHERE booking_id >= $1", BOOKINGS_FROM)  # noqa: S608
-            await conn.execute("DELETE FROM consumer_offsets WHERE group_id = $1", GROUP)
-        finally:
-            await conn.close()
     return results
 
 

@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch
-
 from dashboards import kibana
 from query_dsl.settings import QuerySettings
+from xrides.search.client import connect
 
 PREVIEW_PREFIX = "preview-rides-"
 PREVIEW_TABLE = "dash_preview.cab_rides"
@@ -63,7 +62,7 @@ async def load_synthetic(settings: QuerySettings, rides: int, now: datetime) -> 
 async def fetch(es_url: str, prefix: str, now: datetime) -> dict[str, dict[str, Any]]:
     """The response of every previewed panel's request, by panel id."""
     start, end = time_range(now)
-    es = AsyncElasticsearch(es_url, request_timeout=120)
+    es = connect(es_url, request_timeout=120)
     try:
         out = {}
         for panel in PANELS:

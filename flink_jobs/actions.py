@@ -95,3 +95,12 @@ def _plan_envelope(
 
 def encode(action: dict[str, Any]) -> str:
     return orjson.dumps(action).decode()
+
+
+def keyed(action: dict[str, Any]) -> tuple[str | None, str]:
+    """The action as a ``rides.es`` record: keyed by the document id (the booking id, a demand
+    window's id), so every action for one document lands on one partition, in order: a ride
+    moved to another day has its delete and its new index applied in the order they were made.
+    Dead letters and log lines have no key."""
+    key = action.get("id")
+    return (str(key) if key is not None else None), encode(action)

@@ -10,7 +10,7 @@ from xrides.topics import LOGS, RIDES, RIDES_ES, RIDES_ES_DLQ
 
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
-    SECRETS: ClassVar[tuple[str, ...]] = ()
+    SECRETS: ClassVar[tuple[str, ...]] = ("s3_secret_key",)
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     es_url: str = "http://127.0.0.1:19200"
@@ -34,10 +34,21 @@ class StreamSettings:
     # CPU per ride than "process" (worker processes, PyFlink's default), measured in docs/flink-job.md
     python_execution_mode: str = "thread"
     flink_jars_dir: str = ".stack/downloads/flink-jars/lib"
+    # where checkpoints go: a local directory (the mini cluster), or s3://bucket/prefix on a cluster
+    # (Flink's S3 filesystem plugin); checkpoints are kept per consumer group below it
     flink_state_dir: str = ".stack/flink"
     flink_restore: str = "latest"  # "latest" retained checkpoint, "none", or a checkpoint path
     job_metrics_port: int = 9102
     flink_metrics_port: int = 9106  # Flink's Prometheus reporter on the mini cluster; 0 = off
     flink_remote: str = ""  # host:port of a JobManager's REST endpoint; empty = local mini cluster
+    flink_parallelism: int = 1  # 2 on the cluster profile's two TaskManagers
+    # ``submit`` (the session cluster's supervisor): the REST URL it watches, the Flink client
+    # configuration ``flink run`` reads (FLINK_CONF_DIR), and the lib/ with the Kafka connector
+    flink_rest_url: str = ""
+    flink_conf_dir: str = ""
+    flink_lib_dir: str = ""
+    s3_endpoint: str = "http://127.0.0.1:19000"  # where the cluster's checkpoints are listed
+    s3_access_key: str = "xrides"
+    s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's documented credential
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"

@@ -9,13 +9,12 @@ import logging
 import signal
 from dataclasses import replace
 
-from elasticsearch import AsyncElasticsearch
-
 from indexer.settings import IndexerSettings
 from indexer.sink import Action, ElasticsearchSink
 from xrides.health import check_health, start_status_server
 from xrides.kafka import BatchConsumer, DeliveryProducer, KafkaConfig, ensure_topics
 from xrides.logs import setup_logging
+from xrides.search.client import connect
 from xrides.settings import describe, load_settings
 from xrides.topics import REFUSED, RIDES_ES, RIDES_ES_DLQ
 from xrides.worker import LoopSettings, Worker, WorkerMetrics
@@ -50,7 +49,7 @@ async def run(settings: IndexerSettings) -> int:
         replace(REFUSED, name=settings.refused_topic),
     ]
     await asyncio.to_thread(ensure_topics, kafka, topics)
-    sink = ElasticsearchSink(settings, AsyncElasticsearch(settings.es_url, request_timeout=30))
+    sink = ElasticsearchSink(settings, connect(settings.es_url, request_timeout=30))
     await sink.put_templates()
     worker = build_worker(settings, sink)
     runner = await start_status_server(settings.metrics_host, settings.indexer_metrics_port, worker.health)

@@ -23,6 +23,8 @@ class IndexerSettings:
     es_demand_prefix: str = "ride-demand-"
     es_logs_prefix: str = "logs-"
     es_failed_prefix: str = "failed-rides-"  # refused rides, by the UTC day they were refused
+    es_replicas: int = 0  # replicas of every daily index (1 on a cluster: a node lost loses no shard)
+    es_lifecycle: bool = False  # ILM policies own retention (needs a distribution with ILM)
     indexer_batch_max: int = 2000
     indexer_wait_ms: int = 100
     indexer_metrics_port: int = 9103

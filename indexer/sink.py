@@ -30,8 +30,11 @@ from xrides.quarantine import decode_refusal
 from xrides.request_ids import refused_request_id
 from xrides.ride import format_timestamp
 from xrides.search import (
+    LIFECYCLE_DAYS,
+    IndexSettings,
     demand_template,
     failed_rides_template,
+    lifecycle_policy,
     logs_template,
     ride_properties,
     rides_template,
@@ -143,13 +146,20 @@ class ElasticsearchSink:
         """The templates, and the ride properties on indices created before the last contract
         change (new fields are additive: a mapping only grows)."""
         s = self.settings
+        index = IndexSettings(s.es_replicas, s.es_lifecycle)
+        if index.lifecycle:
+            for family in LIFECYCLE_DAYS:
+                name, body = lifecycle_policy(family)
+                await self.es.ilm.put_lifecycle(name=name, **body)
+        await self.es.indices.put_index_template(
+            name=template_name(s.es_rides_prefix), **rides_template(s.es_rides_prefix, index=index)
+        )
         for prefix, template in (
-            (s.es_rides_prefix, rides_template),
             (s.es_demand_prefix, demand_template),
             (s.es_logs_prefix, logs_template),
             (s.es_failed_prefix, failed_rides_template),
         ):
-            await self.es.indices.put_index_template(name=template_name(prefix), **template(prefix))
+            await self.es.indices.put_index_template(name=template_name(prefix), **template(prefix, index))
         await self.es.indices.put_mapping(
             index=f"{s.es_rides_prefix}*", properties=ride_properties(), allow_no_indices=True
         )

@@ -31,10 +31,12 @@ from ingest_service.metrics import (
 )
 from ingest_service.positions import KafkaPositions
 from ingest_service.settings import ApiSettings
+from ingest_service.shared import IdempotencyKeys, RateLimits, SharedState
 from ingest_service.signing import SignatureChecker
 from xrides.errors import RateLimited, Unavailable, XRidesError
 from xrides.kafka import AsyncProducer, KafkaConfig, ProducerConfig, ProducerHooks, TopicReader, ensure_topics
 from xrides.ride import RideValidationError
+from xrides.settings import SettingsError
 from xrides.topics import REFUSED as REFUSED_TOPIC
 from xrides.topics import REQUESTS as REQUESTS_TOPIC
 from xrides.tracking import PgTracking
@@ -171,10 +173,15 @@ def kafka_edges(settings: ApiSettings) -> Edges:
     )
     reader = TopicReader(KafkaConfig(settings.kafka_bootstrap, "xrides-api-tracking"))
     positions = KafkaPositions(reader, settings.rides_topic, settings.requests_topic, settings.refused_topic)
-    return Edges(producer, positions, PgTracking(settings.pg_dsn))
+    return Edges(producer, positions, PgTracking(settings.pg_dsn, replica_dsn=settings.pg_replica_dsn))
 
 
 def build_services(settings: ApiSettings, edges: Edges) -> Services:
+    if settings.shared_limits not in ("", "postgres"):
+        raise SettingsError(
+            f"XRIDES_SHARED_LIMITS must be empty or 'postgres', not {settings.shared_limits!r}"
+        )
+    shared = SharedState(settings.pg_dsn) if settings.shared_limits == "postgres" else None
     return Services(
         settings=settings,
         zone=ZoneInfo(settings.local_zone),
@@ -183,9 +190,14 @@ def build_services(settings: ApiSettings, edges: Edges) -> Services:
         tracking=edges.tracking,
         keys=KeyRing.from_settings(settings.api_key_hashes, settings.api_key, settings.api_keys_file),
         signatures=SignatureChecker(settings.signature_window_s),
-        limiter=RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+        limiter=RateLimits(RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst), shared),
         in_flight=InFlight(settings.max_in_flight),
-        idempotency=IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries),
+        idempotency=IdempotencyKeys(
+            IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries),
+            settings.idempotency_ttl_s,
+            shared,
+        ),
+        shared_state=shared,
     )
 
 
@@ -214,7 +226,10 @@ def create_app(settings: ApiSettings, edges: Edges | None = None) -> web.Applica
         if real:
             await ensure_own_topics(s)
         await services.producer.start([s.rides_topic, s.requests_topic, s.refused_topic])
-        for job in (services.tracking.connect_forever(), _watch_keys(services)):
+        jobs = [services.tracking.connect_forever(), _watch_keys(services)]
+        if services.shared_state is not None:
+            jobs.append(services.shared_state.connect_forever(s.idempotency_ttl_s))
+        for job in jobs:
             task = asyncio.create_task(job)
             services.background.add(task)
             task.add_done_callback(services.background.discard)
@@ -232,6 +247,8 @@ def create_app(settings: ApiSettings, edges: Edges | None = None) -> web.Applica
         await services.producer.close()
         await services.positions.close()
         await services.tracking.close()
+        if services.shared_state is not None:
+            await services.shared_state.close()
 
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/v1/rides", rides.post_ride)

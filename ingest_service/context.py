@@ -19,10 +19,10 @@ import orjson
 from aiohttp import web
 
 from ingest_service.auth import ApiKey, KeyRing
-from ingest_service.idempotency import IdempotencyStore
-from ingest_service.limits import InFlight, RateLimiter
+from ingest_service.limits import InFlight
 from ingest_service.positions import BatchItems
 from ingest_service.settings import ApiSettings
+from ingest_service.shared import IdempotencyKeys, RateLimits, SharedState
 from ingest_service.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureChecker
 from xrides.quarantine import Refusal
 from xrides.request_ids import Position
@@ -88,10 +88,11 @@ class Services:
     positions: Positions
     tracking: TrackingStore
     keys: KeyRing
-    limiter: RateLimiter
+    limiter: RateLimits
     in_flight: InFlight
-    idempotency: IdempotencyStore
+    idempotency: IdempotencyKeys
     signatures: SignatureChecker
+    shared_state: SharedState | None = None  # idempotency keys and rate limits in PostgreSQL
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 

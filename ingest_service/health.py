@@ -25,6 +25,7 @@ from botocore.config import Config
 
 from ingest_service.context import SERVICES, Services, json_response
 from ingest_service.settings import ApiSettings
+from xrides.search.client import es_hosts
 
 _REUSE_S = 1.0
 
@@ -124,13 +125,22 @@ class Health:
         return None
 
     async def _elasticsearch(self) -> str | None:
-        async with self.session.get(f"{self.settings.es_url.rstrip('/')}/_cluster/health") as response:
-            if response.status != 200:
-                raise ConnectionError(f"HTTP {response.status}")
-            colour = str((await response.json()).get("status", ""))
-        if colour == "red":
-            raise ConnectionError("cluster red")
-        return colour
+        """The cluster's colour, from the first listed node that answers (a node down is not the
+        cluster down)."""
+        failures = []
+        for host in es_hosts(self.settings.es_url):
+            try:
+                async with self.session.get(f"{host}/_cluster/health") as response:
+                    if response.status != 200:
+                        raise ConnectionError(f"HTTP {response.status}")
+                    colour = str((await response.json()).get("status", ""))
+            except (OSError, aiohttp.ClientError) as exc:
+                failures.append(f"{host}: {exc}")
+                continue
+            if colour == "red":
+                raise ConnectionError("cluster red")
+            return colour
+        raise ConnectionError("; ".join(failures))
 
     async def _s3_bucket(self) -> str | None:
         await asyncio.to_thread(self._head_bucket)

@@ -109,9 +109,8 @@ async def _idempotent(request: web.Request, client: str, body: bytes, run: Any) 
         return response
     if len(key) > 200:
         raise MalformedBody("Idempotency-Key is longer than 200 characters")
-    earlier = services.idempotency.begin(client, key, body)
-    if earlier is not None:
-        stored = await earlier
+    stored = await services.idempotency.begin(client, key, body)
+    if stored is not None:
         IDEMPOTENT_REPLAYS.inc()
         return web.Response(
             body=stored.body,
@@ -122,10 +121,10 @@ async def _idempotent(request: web.Request, client: str, body: bytes, run: Any) 
     try:
         response = await run()
     except BaseException:
-        services.idempotency.finish(client, key, None)
+        await services.idempotency.finish(client, key, body, None)
         raise
     assert isinstance(response.body, bytes)
-    services.idempotency.finish(client, key, StoredResponse(response.status, response.body))
+    await services.idempotency.finish(client, key, body, StoredResponse(response.status, response.body))
     return response
 
 
@@ -144,7 +143,7 @@ async def post_ride(request: web.Request) -> web.Response:
     check_signature(request, key, raw)
 
     async def run() -> web.Response:
-        remaining = services.limiter.take(key.key_id, 1, key.rate_per_s, key.burst)
+        remaining = await services.limiter.take(key.key_id, 1, key.rate_per_s, key.burst)
         data = parse_json(raw)
         try:
             ride = _validate(data, services, key)
@@ -290,7 +289,7 @@ async def post_batch(request: web.Request) -> web.Response:
             raise MalformedBody("the batch is empty")
         if len(values) > settings.max_batch_items:
             raise PayloadTooLarge(f"{len(values)} rides exceed the batch limit of {settings.max_batch_items}")
-        remaining = services.limiter.take(key.key_id, len(values), key.rate_per_s, key.burst)
+        remaining = await services.limiter.take(key.key_id, len(values), key.rate_per_s, key.burst)
         batch = _Batch.validate(values, services, key)
         refused = [(orjson.dumps(value), error, value) for _, error, value in batch.refused]
         results, kept = await asyncio.gather(

@@ -17,6 +17,8 @@ class ApiSettings:
     api_public_url: str = ""  # base of status_url links; empty: relative links (/v1/requests/...)
     kafka_bootstrap: str = "127.0.0.1:19092"
     pg_dsn: str = "postgresql://xrides:xrides@127.0.0.1:15432/xrides"
+    # a streaming replica for reads that may lag a moment (tracking); empty: the primary
+    pg_replica_dsn: str = ""
     rides_topic: str = RIDES.name
     requests_topic: str = REQUESTS.name  # batch manifests (tracking)
     refused_topic: str = REFUSED.name  # refused rides with their errors: the quarantine's source
@@ -31,6 +33,9 @@ class ApiSettings:
     rate_limit_burst: float = 20000.0
     idempotency_ttl_s: int = 24 * 3600
     idempotency_max_entries: int = 500_000
+    # "postgres": idempotency keys and rate limits shared by every API process through PostgreSQL
+    # (several processes behind a balancer: ingest_service/shared.py); empty: this process's memory
+    shared_limits: str = ""
     # Auth: comma-separated ``id:scope+scope:sha256hex`` entries; the dev key comes from api_key.
     api_key_hashes: str = ""
     api_key: str = ""

@@ -1,11 +1,20 @@
-"""The same synthetic rides in all three stores, for the cross-backend tests, the docs and the benchmark.
+"""The same synthetic rides in all three stores, for the cross-backend tests, the oracle, the docs and
+the benchmark.
 
 Rides come from :class:`loadgen.rides.RideGenerator` (XRides' 2013 mix, Bangalore areas) with
-booking times spread uniformly over ``days`` days before ``now``; 60% get a drop-off time. Each
-ride goes through :func:`xrides.ride.parse_ride` and is then written as the platform writes it:
-a PostgreSQL table with the columns of ``postgres_columns()``, Elasticsearch documents built by
-the Flink job's own ``enrich`` under its index template, and Parquet files of ``parquet_schema()``
-under ``dt=YYYY-MM-DD`` (UTC day of the pickup).
+booking times spread uniformly over ``days`` days before ``now``; 60% get a drop-off time. With
+``subsecond`` a share of them gets timestamps with milliseconds (ISO 8601), so that some minute
+differences fall exactly on a rounding tie (an odd multiple of 0.3 s): the enrichment's rounding
+must then be reproduced exactly by every engine. Each ride goes through
+:func:`xrides.ride.parse_ride` and is then written as the platform writes it: a PostgreSQL table with
+the columns of ``postgres_columns()`` (and the platform's indices on ``from_date`` and
+``booking_created``), Elasticsearch documents built by the Flink job's own ``enrich`` (in the
+configured ``local_zone``) under its index template, and Parquet files of ``parquet_schema()`` under
+``dt=YYYY-MM-DD`` (UTC day of the pickup).
+
+A :class:`Layout` places rides as the platform does: PostgreSQL holds every ride, Elasticsearch
+the hot days (pickups from ``hot_from``), the archive the days before ``archive_before``; by
+default every store holds every ride. :func:`drop_all` deletes what a test wrote.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,11 +45,26 @@ from xrides.ride import (
     postgres_columns,
 )
 from xrides.ride.enrich import ServiceRegion, daily_index, enrich
+from xrides.search.client import connect
 from xrides.search.templates import rides_template
+
+# Milliseconds given to sub-second timestamps: with whole seconds, 300, 500 and 900 put a third of
+# the differences on a tie of the 2-decimal minute rounding.
+_MILLIS = (0, 100, 300, 500, 700, 900)
+
+
+def _subsecond(wire: dict[str, Any], rng: random.Random) -> None:
+    """The ride's timestamps as ISO 8601 with milliseconds (the contract accepts both forms)."""
+    for name in ("booking_created", "from_date", "to_date"):
+        if wire[name] is not None:
+            local = datetime.strptime(wire[name], "%m/%d/%Y %H:%M:%S").replace(tzinfo=KOLKATA)
+            wire[name] = (local + timedelta(milliseconds=rng.choice(_MILLIS))).isoformat(
+                timespec="milliseconds"
+            )
 
 
 def iter_rides(
-    count: int, now: datetime, days: float, seed: int = 7, chunk: int = 50_000
+    count: int, now: datetime, days: float, seed: int = 7, chunk: int = 50_000, subsecond: float = 0.0
 ) -> Iterator[list[Ride]]:
     """``count`` rides in chunks (a ten-million-ride benchmark does not fit in memory at once)."""
     generator = RideGenerator(seed=seed, first_booking_id=1)
@@ -51,6 +76,8 @@ def iter_rides(
         if rng.random() < 0.6:
             pickup = datetime.strptime(wire["from_date"], "%m/%d/%Y %H:%M:%S").replace(tzinfo=KOLKATA)
             wire["to_date"] = legacy_date(pickup + timedelta(minutes=rng.uniform(5, 90)))
+        if subsecond and rng.random() < subsecond:
+            _subsecond(wire, rng)
         rides.append(parse_ride(wire))
         if len(rides) == chunk:
             yield rides
@@ -59,8 +86,23 @@ def iter_rides(
         yield rides
 
 
-def make_rides(count: int, now: datetime, days: float, seed: int = 7) -> list[Ride]:
-    return [ride for chunk in iter_rides(count, now, days, seed) for ride in chunk]
+def make_rides(count: int, now: datetime, days: float, seed: int = 7, subsecond: float = 0.0) -> list[Ride]:
+    return [ride for chunk in iter_rides(count, now, days, seed, subsecond=subsecond) for ride in chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which rides each store gets, by pickup: Elasticsearch from ``hot_from``, the archive before
+    ``archive_before`` (None: every ride). PostgreSQL, the system of record, gets them all."""
+
+    hot_from: datetime | None = None
+    archive_before: datetime | None = None
+
+    def in_elasticsearch(self, ride: Ride) -> bool:
+        return self.hot_from is None or ride.from_date >= self.hot_from
+
+    def in_archive(self, ride: Ride) -> bool:
+        return self.archive_before is None or ride.from_date < self.archive_before
 
 
 def table_ddl(table: str) -> str:
@@ -90,8 +132,9 @@ def _pg_value(kind: Kind, value: Any) -> Any:
 class Loader:
     """Writes chunks of rides to the three stores, replacing what the test names held before."""
 
-    def __init__(self, settings: QuerySettings) -> None:
+    def __init__(self, settings: QuerySettings, layout: Layout | None = None) -> None:
         self.settings = settings
+        self.layout = layout or Layout()
         self.timings: dict[str, float] = defaultdict(float)
         self._conn: asyncpg.Connection | None = None
         self._es: AsyncElasticsearch | None = None
@@ -113,38 +156,25 @@ class Loader:
         self.timings["postgres_s"] += time.perf_counter() - started
 
         started = time.perf_counter()
-        self._es = AsyncElasticsearch(s.es_url, request_timeout=300)
-        prefix = s.es_rides_prefix
-        existing = await self._es.indices.get(
-            index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True
-        )
-        for name in existing.body:
-            await self._es.indices.delete(index=name)
-        template = rides_template(prefix)
+        self._es = connect(s.es_url, request_timeout=300)
+        await _drop_indices(self._es, s.es_rides_prefix)
+        template = rides_template(s.es_rides_prefix)
         template["template"]["settings"]["refresh_interval"] = "30s"  # bulk loading; refreshed at the end
-        await self._es.indices.put_index_template(name=f"{prefix}template", **template)
+        await self._es.indices.put_index_template(name=f"{s.es_rides_prefix}template", **template)
         self.timings["elasticsearch_s"] += time.perf_counter() - started
 
         from query_dsl.backends import ArchiveReader  # noqa: PLC0415 - pyarrow only when loading
 
         started = time.perf_counter()
         self._archive = ArchiveReader(s)
-        fs = self._archive.filesystem()
-        from pyarrow import fs as pafs  # noqa: PLC0415
-
-        # one object at a time: s3proxy fails batch deletes (DeleteObjects) of many keys
-        for info in fs.get_file_info(
-            pafs.FileSelector(self._archive.base, allow_not_found=True, recursive=True)
-        ):
-            if info.type == pafs.FileType.File:
-                fs.delete_file(info.path)
+        _drop_archive(self._archive)
         self.timings["archive_s"] += time.perf_counter() - started
         return self
 
     async def add(self, rides: list[Ride]) -> None:
         await self._postgres(rides)
-        self._parquet(rides)
-        await self._elasticsearch(rides)
+        self._parquet([r for r in rides if self.layout.in_archive(r)])
+        await self._elasticsearch([r for r in rides if self.layout.in_elasticsearch(r)])
         self._parts += 1
 
     async def _postgres(self, rides: list[Ride]) -> None:
@@ -182,7 +212,7 @@ class Loader:
         assert self._es is not None
         started = time.perf_counter()
         prefix = self.settings.es_rides_prefix
-        zone, region = ZoneInfo("Asia/Kolkata"), ServiceRegion()
+        zone, region = ZoneInfo(self.settings.local_zone), ServiceRegion()
 
         def actions() -> Iterator[dict[str, Any]]:
             for ride in rides:
@@ -202,6 +232,7 @@ class Loader:
                 assert self._es is not None
                 started = time.perf_counter()
                 await self._conn.execute(f"CREATE INDEX ON {quote_table(s.query_pg_table)} (from_date)")
+                await self._conn.execute(f"CREATE INDEX ON {quote_table(s.query_pg_table)} (booking_created)")
                 await self._conn.execute(f"ANALYZE {quote_table(s.query_pg_table)}")
                 self.timings["postgres_s"] += time.perf_counter() - started
                 started = time.perf_counter()
@@ -214,9 +245,53 @@ class Loader:
                 await self._es.close()
 
 
-async def load_all(settings: QuerySettings, chunks: Iterable[list[Ride]]) -> dict[str, float]:
+async def load_all(
+    settings: QuerySettings, chunks: Iterable[list[Ride]], layout: Layout | None = None
+) -> dict[str, float]:
     """Load chunks of rides into all three stores; returns the seconds spent on each store."""
-    async with Loader(settings) as loader:
+    async with Loader(settings, layout) as loader:
         for chunk in chunks:
             await loader.add(chunk)
     return {k: round(v, 1) for k, v in loader.timings.items()}
+
+
+async def _drop_indices(es: AsyncElasticsearch, prefix: str) -> None:
+    existing = await es.indices.get(index=f"{prefix}*", ignore_unavailable=True, allow_no_indices=True)
+    for name in existing.body:
+        await es.indices.delete(index=name)
+
+
+def _drop_archive(archive: Any) -> None:
+    from pyarrow import fs as pafs  # noqa: PLC0415
+
+    filesystem = archive.filesystem()
+    # one object at a time: s3proxy fails batch deletes (DeleteObjects) of many keys
+    for info in filesystem.get_file_info(
+        pafs.FileSelector(archive.base, allow_not_found=True, recursive=True)
+    ):
+        if info.type == pafs.FileType.File:
+            filesystem.delete_file(info.path)
+
+
+async def drop_all(settings: QuerySettings) -> None:
+    """Delete what :class:`Loader` wrote under these settings' names: the table (and its schema when it
+    has one of its own), the indices and their template, the Parquet files."""
+    from query_dsl.backends import ArchiveReader  # noqa: PLC0415
+
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {quote_table(settings.query_pg_table)}")
+        if "." in settings.query_pg_table:
+            schema = settings.query_pg_table.split(".")[0]
+            await conn.execute(f"DROP SCHEMA IF EXISTS {quote_table(schema)}")  # only if empty
+    finally:
+        await conn.close()
+    es = connect(settings.es_url, request_timeout=120)
+    try:
+        await _drop_indices(es, settings.es_rides_prefix)
+        template = f"{settings.es_rides_prefix}template"
+        if await es.indices.exists_index_template(name=template):
+            await es.indices.delete_index_template(name=template)
+    finally:
+        await es.close()
+    _drop_archive(ArchiveReader(settings))

@@ -42,6 +42,7 @@ from reconcile.search import RideIndex
 from reconcile.settings import ReconcileSettings
 from reconcile.topic import Described, TopicMessage, TopicReader, describe
 from xrides.archive.store import ArchiveStore
+from xrides.search.client import connect
 
 log = logging.getLogger("reconcile")
 
@@ -159,7 +160,7 @@ class Reconciler:
 
     async def __aenter__(self) -> Reconciler:
         self._conn = await asyncpg.connect(self.settings.pg_dsn, timeout=10, command_timeout=600)
-        self._es = AsyncElasticsearch(self.settings.es_url, request_timeout=60)
+        self._es = connect(self.settings.es_url, request_timeout=60)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

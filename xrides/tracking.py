@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import asyncpg
 import orjson
+from prometheus_client import Counter
 
 from xrides.errors import Unavailable
 from xrides.request_ids import Position, ride_request_id
 from xrides.ride import RIDE_FIELDS, format_timestamp
 
 log = logging.getLogger("xrides.tracking")
+
+REPLICA_FALLBACKS = Counter(
+    "xrides_tracking_replica_fallbacks", "Tracking reads the replica could not answer, asked of the primary"
+)
 
 State = Literal["stored", "superseded", "failed", "pending"]
 
@@ -97,46 +102,73 @@ class PgTracking:
     """The tracking reads over a connection pool that is opened in the background.
 
     Ingest does not need PostgreSQL, so a process starts without it and keeps trying (every read
-    before then is ``Unavailable``); :meth:`connect_forever` is its background task.
+    before then is ``Unavailable``); :meth:`connect_forever` is its background task. With a
+    streaming replica (``replica_dsn``) the reads go there first, and to the primary when the
+    replica does not answer: a receipt or a ride version seen a moment late is still true (it
+    says "not stored yet"), and a replica lost costs no answer.
     """
 
-    def __init__(self, dsn: str, max_size: int = 4) -> None:
+    def __init__(self, dsn: str, max_size: int = 4, replica_dsn: str = "") -> None:
         self._dsn = dsn
+        self._replica_dsn = replica_dsn
         self._max_size = max_size
         self.pool: asyncpg.Pool | None = None
+        self.replica: asyncpg.Pool | None = None
 
     async def connect_forever(self) -> None:
-        delay = 0.5
-        while self.pool is None:
-            try:
-                self.pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max_size)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning(
-                    "PostgreSQL not reachable yet; tracking answers 503", extra={"error.message": str(exc)}
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+        if self._replica_dsn:
+            await asyncio.gather(self._connect_primary(), self._connect_replica())
+        else:
+            await self._connect_primary()
+
+    async def _connect_primary(self) -> None:
+        self.pool = await _open_pool_forever(self._dsn, self._max_size, "PostgreSQL")
+
+    async def _connect_replica(self) -> None:
+        self.replica = await _open_pool_forever(self._replica_dsn, self._max_size, "the PostgreSQL replica")
 
     def _pool(self) -> asyncpg.Pool:
         if self.pool is None:
             raise Unavailable("PostgreSQL is not reachable; tracking is unavailable for now", retry_after_s=5)
         return self.pool
 
+    async def _read(self, read: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """From the replica when there is one and it answers, else from the primary."""
+        if self.replica is not None:
+            try:
+                return await read(self.replica)
+            except _STORE_ERRORS as exc:
+                REPLICA_FALLBACKS.inc()
+                log.debug("replica read failed; asking the primary", extra={"error.message": str(exc)})
+        return await _store_call(read(self._pool()))
+
     async def item_states(self, positions: Sequence[Position]) -> dict[Position, ItemState]:
-        return await _store_call(item_states(self._pool(), positions))
+        return await self._read(lambda pool: item_states(pool, positions))
 
     async def latest_ride(self, booking_id: int) -> dict[str, Any] | None:
-        return await _store_call(latest_ride(self._pool(), booking_id))
+        return await self._read(lambda pool: latest_ride(pool, booking_id))
 
     async def refusals(self, positions: Sequence[Position]) -> dict[Position, RefusalState]:
-        return await _store_call(refusal_states(self._pool(), positions))
+        return await self._read(lambda pool: refusal_states(pool, positions))
 
     async def ping(self) -> None:
         await _store_call(self._pool().fetchval("SELECT 1"))
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        for pool in (self.pool, self.replica):
+            if pool is not None:
+                await pool.close()
+
+
+async def _open_pool_forever(dsn: str, max_size: int, what: str) -> asyncpg.Pool:
+    delay = 0.5
+    while True:
+        try:
+            return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("not reachable yet", extra={"db.system": what, "error.message": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
 
 
 # PostgreSQL trouble while reading is the store's unavailability, not a bug: 503 + Retry-After.

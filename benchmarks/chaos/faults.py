@@ -9,15 +9,104 @@ controller), as a machine losing the process would. Restarts go through the laun
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from deploy.stack.processes import live_pid
+from xrides.kafka import KafkaAdmin, KafkaConfig
+from xrides.ride import example_ride
+from xrides.topics import RIDES
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def stack_dir(env: dict[str, str]) -> Path:
+    """The stack the faults strike: ``XRIDES_STACK_DIR``, else the repo's ``.stack``."""
+    return Path(env.get("XRIDES_STACK_DIR") or REPO / ".stack")
+
+
+def kafka_leader(bootstrap: str) -> str:
+    """The launcher's name of the broker leading most partitions of ``rides`` (node id n is kafka-n)."""
+    leaders = KafkaAdmin(KafkaConfig(bootstrap, "xrides-chaos")).leaders(RIDES.name)
+    node, _ = collections.Counter(leaders.values()).most_common(1)[0]
+    return f"kafka-{node}"
+
+
+async def flink_job(rest_url: str) -> dict[str, Any]:
+    """The session cluster's rides job after a scenario: its id, state, restarts, and the
+    checkpoint it was restored from (empty without a cluster)."""
+    if not rest_url:
+        return {}
+    async with aiohttp.ClientSession(base_url=rest_url) as http:
+        async with http.get("/jobs/overview") as response:
+            jobs = (await response.json()).get("jobs", [])
+        running = [j for j in jobs if j["state"] == "RUNNING"]
+        if not running:
+            return {"state": ",".join(j["state"] for j in jobs) or "none"}
+        jid = running[0]["jid"]
+        async with http.get(f"/jobs/{jid}/checkpoints") as response:
+            checkpoints = await response.json()
+    restored = (checkpoints.get("latest") or {}).get("restored") or {}
+    return {
+        "job": jid,
+        "state": "RUNNING",
+        "runs_on_cluster": len(jobs),
+        "restored_from": restored.get("external_path"),
+        "completed_checkpoints": checkpoints.get("counts", {}).get("completed"),
+    }
+
+
+class ReadProbe:
+    """Tracking reads through the fault: ``GET /v1/requests/<id>`` of a ride stored before it, twice
+    a second. With a streaming replica, a replica lost must cost no answer (reads fall back)."""
+
+    def __init__(self, api_url: str, api_key: str) -> None:
+        self.api_url = api_url
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.outcomes: list[tuple[float, int]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        """Post one ride of the probe's own (a booking id no generator uses) and poll its status."""
+        ride = {**example_ride(), "booking_id": int(time.time() * 1e6)}
+        async with (
+            aiohttp.ClientSession(headers=self.headers) as http,
+            http.post(f"{self.api_url}/v1/rides", json=ride) as response,
+        ):
+            body = await response.json()
+            if response.status != 202:
+                raise RuntimeError(f"the read probe's ride was refused: {response.status} {body}")
+        self._task = asyncio.create_task(self._poll(body["request_id"]))
+
+    async def _poll(self, request_id: str) -> None:
+        url = f"{self.api_url}/v1/requests/{request_id}"
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(headers=self.headers, timeout=timeout) as http:
+            while not self._stop.is_set():
+                try:
+                    async with http.get(url) as response:
+                        await response.read()
+                        self.outcomes.append((time.time(), response.status))
+                except (aiohttp.ClientError, TimeoutError):
+                    self.outcomes.append((time.time(), 0))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.5)
+
+    async def stop(self) -> dict[str, int]:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        failed = sum(1 for _, status in self.outcomes if status != 200)
+        return {"reads": len(self.outcomes), "failed": failed}
 
 
 def pid_of(run_dir: Path, name: str) -> int | None:

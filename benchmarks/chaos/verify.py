@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 
 from xrides.request_ids import parse_request_id
+from xrides.search.client import es_hosts
 
 Outcome = tuple[float, str, int | None, str, str | None]  # sent, kind, booking id, status, request id
 HANG = "TimeoutError"
@@ -101,6 +102,7 @@ async def check_elasticsearch(es_url: str, prefix: str, expected: dict[int, int]
     counts: collections.Counter[int] = collections.Counter()
     versions: dict[int, int] = {}
     ids = [str(b) for b in expected]
+    es_url = es_hosts(es_url)[0]  # any node of a cluster answers for all of it
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{es_url}/{prefix}*/_refresh") as response:
             response.raise_for_status()

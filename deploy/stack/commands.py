@@ -25,12 +25,12 @@ from deploy.stack import envfile
 from deploy.stack.artifacts import MavenArtifact, fetch_maven
 from deploy.stack.errors import StackError
 from deploy.stack.layout import Context, Layout
-from deploy.stack.platform import REGISTRY, PlatformProcess
+from deploy.stack.platform import PlatformProcess, platform_processes
 from deploy.stack.preflight import ensure_disk_space, ensure_ports_free
 from deploy.stack.probes import http_ok
 from deploy.stack.processes import LaunchSpec, group_members, live_pid, rss_kib, start, stop, tail
 from deploy.stack.progress import say
-from deploy.stack.services import SERVICE_NAMES, Service, all_services, make_dir
+from deploy.stack.services import Service, all_services, make_dir, service_names, service_phases
 
 POLL_SECONDS = 0.3
 
@@ -48,16 +48,22 @@ def stack_lock(layout: Layout) -> Iterator[None]:
         yield
 
 
-def select(only: Sequence[str] | None) -> tuple[set[str], set[str]]:
+def processes(ctx: Context) -> tuple[PlatformProcess, ...]:
+    """The platform processes of the stack's profile."""
+    return platform_processes(ctx.topology)
+
+
+def select(ctx: Context, only: Sequence[str] | None) -> tuple[set[str], set[str]]:
     """Split ``--only`` names into services and platform processes; unknown names fail."""
-    platform_names = {proc.name for proc in REGISTRY}
+    services = set(service_names(ctx))
+    platform_names = {proc.name for proc in processes(ctx)}
     if not only:
-        return set(SERVICE_NAMES), platform_names
-    unknown = [name for name in only if name not in SERVICE_NAMES and name not in platform_names]
+        return services, platform_names
+    unknown = [name for name in only if name not in services and name not in platform_names]
     if unknown:
-        known = ", ".join([*SERVICE_NAMES, *sorted(platform_names)])
+        known = ", ".join([*service_names(ctx), *sorted(platform_names)])
         raise StackError(f"unknown part(s) {', '.join(unknown)}; known: {known}")
-    return {n for n in only if n in SERVICE_NAMES}, {n for n in only if n in platform_names}
+    return {n for n in only if n in services}, {n for n in only if n in platform_names}
 
 
 def stack_env(ctx: Context) -> dict[str, str]:
@@ -65,7 +71,25 @@ def stack_env(ctx: Context) -> dict[str, str]:
     return envfile.stack_variables(
         envfile.ensure_api_key(ctx.layout.api_key_file),
         envfile.ensure_pg_passwords(ctx.layout.pg_passwords_file),
+        ctx.topology,
+        ctx.layout.root,
     )
+
+
+def record_profile(ctx: Context) -> None:
+    """Write the profile this stack runs; refuse to switch while parts of the other one run (their
+    ports and data directories differ: ``down`` first, then ``up`` in the other profile)."""
+    layout = ctx.layout
+    recorded = layout.recorded_profile()
+    wanted = ctx.topology.profile
+    if recorded not in (None, wanted):
+        running = [p.name for p in layout.run.glob("*.pid") if live_pid(p) is not None]
+        if running:
+            raise StackError(
+                f"this stack runs the {recorded} profile ({', '.join(sorted(running))} up); "
+                f"run 'down' before 'up' with XRIDES_PROFILE={wanted}"
+            )
+    layout.profile_file.write_text(wanted + "\n", encoding="ascii")
 
 
 def write_env_file(ctx: Context) -> None:
@@ -246,7 +270,7 @@ def up_platform(ctx: Context, names: set[str]) -> None:
     layout = ctx.layout
     env = dict(ctx.environ) | stack_env(ctx)
     failures: list[str] = []
-    for proc in REGISTRY:
+    for proc in processes(ctx):
         if proc.name not in names or not runnable(ctx, proc):
             continue
         pid_file = layout.pid_file(proc.name)
@@ -259,7 +283,7 @@ def up_platform(ctx: Context, names: set[str]) -> None:
             ensure_ports_free(proc.name, (proc.port,))
             spec = LaunchSpec(
                 argv=proc.resolved_argv(layout.repo),
-                env=envfile.process_env(proc.name, env),
+                env=envfile.process_env(proc.module, env, dict(proc.env)),
                 cwd=layout.repo,
                 nice=proc.nice,
             )
@@ -290,19 +314,20 @@ def up(ctx: Context, only: Sequence[str] | None = None) -> None:
     """Bring the selected parts up; idempotent and self-healing."""
     began = time.monotonic()
     layout = ctx.layout
-    service_names, platform_names = select(only)
+    wanted_services, platform_names = select(ctx, only)
     make_dir(layout.root)
     ensure_disk_space(layout.root)
     with stack_lock(layout):
         for directory in (layout.downloads, layout.logs, layout.run, layout.bin):
             make_dir(directory)
+        record_profile(ctx)
         write_env_file(ctx)
-        services = [s for s in all_services(ctx) if s.name in service_names]
-        up_services(ctx, services)
-        if "postgres" in service_names:
-            run_migrations(ctx)
-        if platform_names:
-            fetch_flink_jars(layout)
+        if platform_names or ctx.topology.cluster:
+            fetch_flink_jars(layout)  # the job's, and the session cluster's lib/
+        for phase in service_phases(ctx):
+            up_services(ctx, [s for s in phase if s.name in wanted_services])
+            if "postgres" in {s.name for s in phase} & wanted_services:
+                run_migrations(ctx)
         up_platform(ctx, platform_names)
     say(f"up: done in {time.monotonic() - began:.1f}s; variables in {layout.env_file}")
 
@@ -310,15 +335,15 @@ def up(ctx: Context, only: Sequence[str] | None = None) -> None:
 def down(ctx: Context, purge: bool = False, only: Sequence[str] | None = None) -> None:
     """Stop platform processes, then services (graceful, then SIGKILL); keep data unless ``purge``."""
     layout = ctx.layout
-    service_names, platform_names = select(only)
     if not layout.root.exists():
         say("down: nothing to stop (no stack directory)")
         return
+    wanted_services, platform_names = select(ctx, only)
     with stack_lock(layout):
-        for proc in reversed(REGISTRY):
+        for proc in reversed(processes(ctx)):
             if proc.name in platform_names:
                 _stop_one(layout, proc.name, signal.SIGTERM, 30.0)
-        services = [s for s in all_services(ctx) if s.name in service_names]
+        services = [s for s in all_services(ctx) if s.name in wanted_services]
         for service in reversed(services):
             _stop_one(layout, service.name, service.stop_signal, service.stop_timeout)
         if purge:
@@ -357,7 +382,7 @@ class PartStatus:
         """Aligned, grep-friendly output."""
         pid = str(self.pid) if self.pid is not None else "-"
         rss = f"{self.rss_kib / 1024:.0f}MiB" if self.rss_kib else "-"
-        return f"{self.name:<14} pid={pid:<8} port={self.port:<6} {self.state:<10} rss={rss}"
+        return f"{self.name:<20} pid={pid:<8} port={self.port:<6} {self.state:<10} rss={rss}"
 
 
 def collect_status(ctx: Context) -> list[PartStatus]:
@@ -369,7 +394,7 @@ def collect_status(ctx: Context) -> list[PartStatus]:
         state = "stopped" if pid is None else ("healthy" if service.healthy() else "unhealthy")
         rss = rss_kib(service.member_pids(pid)) if pid else 0
         parts.append(PartStatus(service.name, pid, service.port, state, rss))
-    for proc in REGISTRY:
+    for proc in processes(ctx):
         pid = live_pid(layout.pid_file(proc.name))
         if not runnable(ctx, proc):
             state = "absent"
@@ -398,7 +423,7 @@ def show_env(ctx: Context) -> None:
 
 def show_logs(ctx: Context, name: str, lines: int, follow: bool) -> None:
     """Print the end of a part's log, optionally following it like ``tail -f``."""
-    known = [*SERVICE_NAMES, *(p.name for p in REGISTRY)]
+    known = [*service_names(ctx), *(p.name for p in processes(ctx))]
     if name not in known:
         raise StackError(f"unknown part {name!r}; known: {', '.join(known)}")
     log = ctx.layout.log_file(name)

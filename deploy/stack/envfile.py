@@ -13,12 +13,19 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from deploy.stack import settings
-from deploy.stack.platform import REGISTRY
+from deploy.stack.platform import platform_processes
+from deploy.stack.topology import Topology
 
 # The least-privilege PostgreSQL login roles (xrides/db/migrations/0004_roles.sql) and the one each
 # platform process logs in as; a process not listed here gets no PostgreSQL credentials at all.
 PG_ROLES = ("writer", "reader", "archiver")
-PROCESS_PG_ROLES = {"api": "reader", "persister": "writer", "archiver": "archiver", "reconcile": "reader"}
+PROCESS_PG_ROLES = {
+    "ingest_service": "reader",
+    "persister": "writer",
+    "archiver": "archiver",
+    "reconcile": "reader",
+    "query_service": "reader",
+}
 
 
 def _secret_file(path: Path, content: str) -> None:
@@ -55,49 +62,78 @@ def ensure_pg_passwords(path: Path) -> dict[str, str]:
     return passwords
 
 
-def _role_dsn(role: str, password: str) -> str:
-    host = f"{settings.HOST}:{settings.PG_PORT}/{settings.PG_DATABASE}"
-    return f"postgresql://xrides_{role}:{password}@{host}"
-
-
-def stack_variables(api_key: str, pg_passwords: Mapping[str, str]) -> dict[str, str]:
-    """Every variable the platform reads to reach the local stack, in file order.
+def stack_variables(
+    api_key: str, pg_passwords: Mapping[str, str], topology: Topology | None = None, root: Path | None = None
+) -> dict[str, str]:
+    """Every variable the platform reads to reach the stack, in file order.
 
     ``XRIDES_PG_DSN`` is the schema owner's (migrations, tests, operators); the launcher gives each
     platform process its own role's DSN instead (:func:`process_env`). The role passwords are
     there for ``persister migrate``, which sets them.
     """
+    t = topology or Topology()
     roles: dict[str, str] = {}
     for role in PG_ROLES:
-        roles[f"XRIDES_PG_{role.upper()}_DSN"] = _role_dsn(role, pg_passwords[role])
+        roles[f"XRIDES_PG_{role.upper()}_DSN"] = t.pg_dsn(f"xrides_{role}", pg_passwords[role])
         roles[f"XRIDES_PG_{role.upper()}_PASSWORD"] = pg_passwords[role]
-    return {
-        "XRIDES_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,
-        "XRIDES_LOG_KAFKA_BOOTSTRAP": settings.KAFKA_BOOTSTRAP,  # logs to Kafka (xrides/logs.py)
-        "XRIDES_PG_DSN": settings.PG_DSN,
-        "XRIDES_ES_URL": settings.ES_URL,
-        "XRIDES_S3_ENDPOINT": settings.S3_ENDPOINT,
+    processes = platform_processes(t)
+    variables = {
+        "XRIDES_PROFILE": t.profile,
+        "XRIDES_KAFKA_BOOTSTRAP": t.kafka_bootstrap,
+        "XRIDES_LOG_KAFKA_BOOTSTRAP": t.kafka_bootstrap,  # logs to Kafka (xrides/logs.py)
+        "XRIDES_PG_DSN": t.pg_dsn(),
+        "XRIDES_ES_URL": t.es_url,
+        "XRIDES_S3_ENDPOINT": t.s3_endpoint,
         "XRIDES_S3_ACCESS_KEY": settings.S3_ACCESS_KEY,
         "XRIDES_S3_SECRET_KEY": settings.S3_SECRET_KEY,
         "XRIDES_S3_BUCKET": settings.S3_BUCKET,
-        "XRIDES_PROMETHEUS_URL": settings.PROMETHEUS_URL,
-        "XRIDES_API_URL": settings.API_URL,
+        "XRIDES_PROMETHEUS_URL": t.prometheus_url,
+        "XRIDES_API_URL": t.api_url,
         "XRIDES_API_KEY": api_key,
         # what the API's GET /v1/health asks besides the stores (every other platform process)
-        "XRIDES_HEALTH_PEERS": ",".join(f"{p.name}={p.health_url}" for p in REGISTRY if p.name != "api"),
+        "XRIDES_HEALTH_PEERS": ",".join(
+            f"{p.name}={p.health_url}" for p in processes if p.module != "ingest_service"
+        ),
+        "XRIDES_FLINK_METRICS_PORT": str(t.metrics_port("flink-reporter")),  # the mini cluster's
         **roles,
     }
+    if t.cluster:
+        variables |= {
+            # reads that may lag a moment (queries, tracking where safe) go to the streaming replica
+            "XRIDES_PG_REPLICA_DSN": t.pg_dsn("xrides_reader", pg_passwords["reader"], replica=True),
+            "XRIDES_FLINK_REST_URL": t.flink_rest_url,
+            "XRIDES_FLINK_PARALLELISM": "2",
+            # checkpoints and savepoints on S3 (Flink's S3 filesystem plugin); ``flink run`` reads the
+            # JobManager's client configuration and the cluster's lib/ (the Kafka connector)
+            "XRIDES_FLINK_STATE_DIR": f"s3://{settings.S3_BUCKET}/flink/checkpoints",
+            **(
+                {
+                    "XRIDES_FLINK_CONF_DIR": str(root / "flink-jobmanager" / "conf"),
+                    "XRIDES_FLINK_LIB_DIR": str(root / "flink-lib"),
+                }
+                if root is not None
+                else {}
+            ),
+            "XRIDES_ES_REPLICAS": "1",
+            # idempotency keys and per-key rate limits shared by the API processes (PostgreSQL)
+            "XRIDES_SHARED_LIMITS": "postgres",
+        }
+    return variables
 
 
-def process_env(name: str, env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of one platform process: its own role's DSN as ``XRIDES_PG_DSN``, and no
-    other PostgreSQL credential (not the owner's, not another role's)."""
+def process_env(module: str, env: Mapping[str, str], own: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of one platform process (by its module): its own role's DSN as
+    ``XRIDES_PG_DSN`` (and the replica's, for a reader), no other PostgreSQL credential (not the
+    owner's, not another role's), and the settings of this process only (``own``: its port)."""
     out = {
         k: v for k, v in env.items() if not (k.startswith("XRIDES_PG_") and k.endswith(("_DSN", "_PASSWORD")))
     }
-    role = PROCESS_PG_ROLES.get(name)
+    role = PROCESS_PG_ROLES.get(module)
     if role is not None:
         out["XRIDES_PG_DSN"] = env[f"XRIDES_PG_{role.upper()}_DSN"]
+        if role == "reader" and "XRIDES_PG_REPLICA_DSN" in env:
+            out["XRIDES_PG_REPLICA_DSN"] = env["XRIDES_PG_REPLICA_DSN"]
+    out.update(own or {})
     return out
 
 

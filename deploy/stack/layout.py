@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.stack.topology import Topology, resolve_topology
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -58,9 +60,24 @@ class Layout:
         return self.root / "pg-role-passwords"
 
     @property
+    def profile_file(self) -> Path:
+        """The profile the stack here was brought up with (``single`` or ``cluster``)."""
+        return self.root / "profile"
+
+    def recorded_profile(self) -> str | None:
+        try:
+            return self.profile_file.read_text(encoding="ascii").strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
     def venv_python(self) -> Path:
         """The project venv's interpreter, used for platform processes and hooks."""
         return self.repo / ".venv" / "bin" / "python"
+
+    def venv_site_packages(self) -> list[Path]:
+        """The venv's site-packages (for interpreters that do not start from the venv)."""
+        return sorted((self.repo / ".venv" / "lib").glob("python3*/site-packages"))
 
     def service_dir(self, name: str) -> Path:
         """Per-service working area (config, data, installs)."""
@@ -84,13 +101,15 @@ def resolve_layout(environ: Mapping[str, str], repo: Path = REPO_ROOT) -> Layout
 
 @dataclass(frozen=True)
 class Context:
-    """What a command needs: the layout plus the environment it was started with."""
+    """What a command needs: the layout, the stack's topology, and the environment it started with."""
 
     layout: Layout
     environ: Mapping[str, str] = field(default_factory=dict)
+    topology: Topology = field(default_factory=Topology)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Context:
         """Snapshot the environment once, at command start."""
         env = dict(os.environ if environ is None else environ)
-        return cls(layout=resolve_layout(env), environ=env)
+        layout = resolve_layout(env)
+        return cls(layout=layout, environ=env, topology=resolve_topology(env, layout.recorded_profile()))

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.stack.topology import Topology
+
 
 @dataclass(frozen=True)
 class PlatformProcess:
@@ -28,6 +30,7 @@ class PlatformProcess:
     # different sessions (processes.set_autogroup_nice). Kubernetes expresses the same intent with
     # CPU requests and priority classes (docs/architecture.md).
     nice: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # settings of this process only (its own port, say)
 
     @property
     def module(self) -> str:
@@ -55,46 +58,52 @@ class PlatformProcess:
         return int(self.metrics_target.rsplit(":", 1)[1])
 
 
-REGISTRY: tuple[PlatformProcess, ...] = (
-    PlatformProcess(
-        name="api",
-        argv=(".venv/bin/python", "-m", "ingest_service"),
-        health_url="http://127.0.0.1:8000/healthz",
-        metrics_target="127.0.0.1:8000",
-    ),
-    PlatformProcess(
-        name="persister",
-        argv=(".venv/bin/python", "-m", "persister"),
-        health_url="http://127.0.0.1:9101/healthz",
-        metrics_target="127.0.0.1:9101",
-    ),
-    PlatformProcess(
-        name="es-indexer",
-        argv=(".venv/bin/python", "-m", "indexer"),
-        health_url="http://127.0.0.1:9103/healthz",
-        metrics_target="127.0.0.1:9103",
-        nice=10,
-    ),
-    PlatformProcess(
-        name="flink-job",
-        argv=(".venv/bin/python", "-m", "flink_jobs", "job"),
-        health_url="http://127.0.0.1:9102/healthz",
-        metrics_target="127.0.0.1:9102",
-        health_timeout=120.0,  # a JVM and the Python workers start first
-        nice=10,
-    ),
-    PlatformProcess(
-        name="archiver",
-        argv=(".venv/bin/python", "-m", "archiver", "serve"),
-        health_url="http://127.0.0.1:9104/healthz",
-        metrics_target="127.0.0.1:9104",
-        nice=10,
-    ),
-    PlatformProcess(
-        name="reconcile",
-        argv=(".venv/bin/python", "-m", "reconcile", "serve"),
-        health_url="http://127.0.0.1:9105/healthz",
-        metrics_target="127.0.0.1:9105",
-        nice=10,
-    ),
-)
+# The setting each process reads its health and metrics port from (its settings class).
+_PORT_SETTINGS = {
+    "persister": "XRIDES_METRICS_PORT",
+    "es-indexer": "XRIDES_INDEXER_METRICS_PORT",
+    "flink-job": "XRIDES_JOB_METRICS_PORT",
+    "archiver": "XRIDES_METRICS_PORT",
+    "reconcile": "XRIDES_METRICS_PORT",
+    "query-service": "XRIDES_QUERY_PORT",
+}
+
+
+def platform_processes(topology: Topology) -> tuple[PlatformProcess, ...]:
+    """The platform's processes for a topology: in the cluster, two API processes (behind HAProxy,
+    a service of the stack) and the stream job submitted to the session cluster by its supervisor
+    instead of a mini cluster in the job's own process."""
+    host = topology.host
+
+    def at(port: int) -> tuple[str, str]:
+        return f"http://{host}:{port}/healthz", f"{host}:{port}"
+
+    apis = []
+    for index in range(1, topology.apis + 1):
+        port = topology.api_backend_port(index)
+        name = "api" if topology.apis == 1 else f"api-{index}"
+        health, target = at(port)
+        env = (("XRIDES_API_PORT", str(port)),)
+        apis.append(
+            PlatformProcess(name, (".venv/bin/python", "-m", "ingest_service"), health, target, env=env)
+        )
+
+    def worker(name: str, argv: tuple[str, ...], nice: int = 0, timeout: float = 60.0) -> PlatformProcess:
+        port = topology.metrics_port(name)
+        health, target = at(port)
+        env = ((_PORT_SETTINGS[name], str(port)),)
+        return PlatformProcess(name, (".venv/bin/python", *argv), health, target, timeout, nice, env)
+
+    job = ("-m", "flink_jobs", "submit" if topology.cluster else "job")
+    return (
+        *apis,
+        worker("persister", ("-m", "persister")),
+        worker("es-indexer", ("-m", "indexer"), nice=10),
+        # a JVM and the Python workers start first (mini cluster), or a job is submitted (cluster)
+        worker("flink-job", job, nice=10, timeout=180.0),
+        worker("archiver", ("-m", "archiver", "serve"), nice=10),
+        worker("reconcile", ("-m", "reconcile", "serve"), nice=10),
+    )
+
+
+REGISTRY: tuple[PlatformProcess, ...] = platform_processes(Topology())

@@ -28,13 +28,14 @@ from deploy.stack.errors import StackError
 from deploy.stack.jvm import Jdk, find_jdk
 from deploy.stack.kafkawire import fetch_metadata
 from deploy.stack.layout import Context
-from deploy.stack.platform import REGISTRY
+from deploy.stack.platform import platform_processes
 from deploy.stack.preflight import ensure_traversable
 from deploy.stack.probes import http_request
 from deploy.stack.processes import LaunchSpec, group_members, live_pid, process_start_ticks, processes_in_dir
 from deploy.stack.progress import say
 from deploy.stack.s3signing import sign_headers
 from deploy.stack.topics import ensure_topics, wanted_topics
+from deploy.stack.topology import Topology
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -59,16 +60,20 @@ def make_dir(path: Path) -> Path:
 
 
 class Service:
-    """Base spec; subclasses fill in the class attributes and the hooks."""
+    """Base spec; subclasses set ``name`` and ``ports`` (from the stack's topology) and the hooks."""
 
-    name: ClassVar[str]
-    ports: ClassVar[tuple[int, ...]]
+    name: str
+    ports: tuple[int, ...]
     health_timeout: ClassVar[float] = 60.0
     stop_signal: ClassVar[int] = signal.SIGTERM
     stop_timeout: ClassVar[float] = 30.0
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+
+    @property
+    def topology(self) -> Topology:
+        return self.ctx.topology
 
     @property
     def home(self) -> Path:
@@ -120,11 +125,15 @@ class Service:
 
 
 class Postgres(Service):
-    """PostgreSQL 15 from Debian, run as the unprivileged service user."""
+    """PostgreSQL 15 from Debian, run as the unprivileged service user (the primary, in the cluster)."""
 
-    name = "postgres"
-    ports = (settings.PG_PORT,)
     health_timeout = 60.0
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.name = "postgres"
+        self.ports = (ctx.topology.pg_port,)
+
     stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM would wait for clients to leave
     stop_timeout = 60.0
 
@@ -151,7 +160,9 @@ class Postgres(Service):
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
         self._clear_stale_lock()
-        write_if_changed(self.data / "xrides-stack.conf", configs.postgres_conf())
+        write_if_changed(
+            self.data / "xrides-stack.conf", configs.postgres_conf(self.topology.host, self.port)
+        )
         main_conf = self.data / "postgresql.conf"
         include = "include_if_exists = 'xrides-stack.conf'"
         text = main_conf.read_text(encoding="utf-8")
@@ -247,7 +258,16 @@ class Postgres(Service):
         """pg_isready over TCP: accepting connections, not just listening."""
         try:
             result = subprocess.run(
-                [str(self.bin / "pg_isready"), "-q", "-h", settings.HOST, "-p", str(self.port), "-t", "2"],
+                [
+                    str(self.bin / "pg_isready"),
+                    "-q",
+                    "-h",
+                    self.topology.host,
+                    "-p",
+                    str(self.port),
+                    "-t",
+                    "2",
+                ],
                 capture_output=True,
                 check=False,
                 timeout=5,
@@ -263,7 +283,7 @@ class Postgres(Service):
             [
                 str(self.bin / "psql"),
                 "-h",
-                settings.HOST,
+                self.topology.host,
                 "-p",
                 str(self.port),
                 "-U",
@@ -296,13 +316,18 @@ class Postgres(Service):
 
 
 class Kafka(Service):
-    """Single-node KRaft Kafka from Maven Central jars on one classpath."""
+    """A KRaft Kafka node (broker and controller in one process) from Maven Central jars on one
+    classpath: the one node of the single profile, or one of the cluster's three voters."""
 
-    name = "kafka"
-    ports = (settings.KAFKA_PORT, settings.KAFKA_CONTROLLER_PORT)
     health_timeout = 90.0
     stop_timeout = 60.0
     _jdk: Jdk | None = None
+
+    def __init__(self, ctx: Context, node: int = 1) -> None:
+        super().__init__(ctx)
+        self.node = node
+        self.name = f"kafka-{node}" if ctx.topology.cluster else "kafka"
+        self.ports = (ctx.topology.kafka_port(node), ctx.topology.kafka_controller_port(node))
 
     @property
     def dist(self) -> Path:
@@ -345,16 +370,25 @@ class Kafka(Service):
         fetch_maven(f"kafka-{settings.KAFKA_VERSION}", self.artifacts(), self.dist)
         make_dir(self.home)
         data = make_dir(self.home / "data")
-        write_if_changed(self.home / "server.properties", configs.kafka_server_properties(data))
+        write_if_changed(
+            self.home / "server.properties", configs.kafka_server_properties(data, self.topology, self.node)
+        )
         write_if_changed(self.home / "log4j2.properties", configs.log4j2_properties())
         write_if_changed(self.home / "log4j2-tools.properties", configs.log4j2_properties(quiet=True))
         self._write_run_class_script()
         if not (data / "meta.properties").exists():
             self._format(data)
 
+    @property
+    def cluster_id_file(self) -> Path:
+        """One id for every node of the cluster (the stack root's), the node's own otherwise."""
+        return (
+            self.ctx.layout.root / "kafka-cluster-id" if self.topology.cluster else self.home / "cluster-id"
+        )
+
     def _cluster_id(self) -> str:
         """Kafka's base64url UUID, kept in a file so a re-format reuses it."""
-        path = self.home / "cluster-id"
+        path = self.cluster_id_file
         if path.exists():
             return path.read_text(encoding="ascii").strip()
         value = urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
@@ -418,33 +452,55 @@ class Kafka(Service):
     def healthy(self) -> bool:
         """A Metadata answer listing at least one broker: the broker is registered and serving."""
         try:
-            return fetch_metadata(settings.HOST, self.port, timeout=2.0).brokers >= 1
+            return fetch_metadata(self.topology.host, self.port, timeout=2.0).brokers >= 1
         except OSError:
             return False
 
     def after_healthy(self) -> None:
-        """Create the platform topics that are missing."""
-        created = ensure_topics(self.run_class(), wanted_topics(self.ctx.environ))
+        """Create the platform topics that are missing, once every broker has joined (node 1 only:
+        topics are the cluster's, and a replication factor of 3 needs the three brokers)."""
+        if self.node != 1:
+            return
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                brokers = fetch_metadata(self.topology.host, self.port, timeout=2.0).brokers
+            except OSError:
+                brokers = 0
+            if brokers >= self.topology.brokers:
+                break
+            if time.monotonic() > deadline:
+                raise StackError(f"kafka: {brokers} of {self.topology.brokers} brokers joined within 90 s")
+            time.sleep(0.5)
+        wanted = wanted_topics(self.ctx.environ, self.topology.brokers)
+        created = ensure_topics(self.run_class(), wanted, self.topology.host, self.port)
         if created:
             say(f"kafka: created topics {', '.join(created)}")
 
     def data_dirs(self) -> list[Path]:
         """The log dirs plus the cluster id (a purged cluster gets a fresh one)."""
-        return [self.home / "data", self.home / "cluster-id"]
+        return [self.home / "data", self.cluster_id_file]
 
 
 class Elasticsearch(Service):
-    """Elasticsearch's minimal integ-test distribution, run as the service user on Java 21+."""
+    """Elasticsearch's minimal integ-test distribution, run as the service user on Java 21+: the
+    single profile's one node, or one of the cluster's three (master-eligible data nodes)."""
 
-    name = "elasticsearch"
-    ports = (settings.ES_PORT, settings.ES_TRANSPORT_PORT)
     health_timeout = 120.0
     stop_timeout = 60.0
     _jdk: Jdk | None = None
 
+    def __init__(self, ctx: Context, node: int = 1) -> None:
+        super().__init__(ctx)
+        self.node = node
+        self.name = f"elasticsearch-{node}" if ctx.topology.cluster else "elasticsearch"
+        self.ports = (ctx.topology.es_port(node), ctx.topology.es_transport_port(node))
+
     @property
     def install(self) -> Path:
-        """Unpacked distribution, one directory per version."""
+        """Unpacked distribution, one directory per version (shared by the cluster's nodes)."""
+        if self.topology.cluster:
+            return self.ctx.layout.root / "elasticsearch-dist" / settings.ES_VERSION
         return self.home / settings.ES_VERSION
 
     @property
@@ -476,16 +532,19 @@ class Elasticsearch(Service):
         archive = lib / f"elasticsearch-{settings.ES_VERSION}.zip"
         make_dir(self.home)
         if not (self.install / ".complete").exists():
-            say(f"elasticsearch: unpacking {archive.name}")
+            say(f"{self.name}: unpacking {archive.name}")
+            make_dir(self.install.parent)
         extract_zip(archive, self.install)
         config = make_dir(self.home / "config")
+        first_start = not (self.home / "data").exists() or not any((self.home / "data").iterdir())
         data, logs, tmp = (make_dir(self.home / sub) for sub in ("data", "logs", "tmp"))
         make_dir(config / "jvm.options.d")
         stock = self.install / "config"
         for item in stock.iterdir():
             if item.is_file() and item.name not in {"elasticsearch.yml", "jvm.options"}:
                 shutil.copyfile(item, config / item.name)
-        write_if_changed(config / "elasticsearch.yml", configs.elasticsearch_yml(data, logs))
+        yml = configs.elasticsearch_yml(data, logs, self.topology, self.node, bootstrap=first_start)
+        write_if_changed(config / "elasticsearch.yml", yml)
         stock_jvm = (stock / "jvm.options").read_text(encoding="utf-8")
         write_if_changed(config / "jvm.options", configs.elasticsearch_jvm_options(stock_jvm, logs))
         for path in (self.home, config, *config.iterdir(), data, logs, tmp):
@@ -498,7 +557,8 @@ class Elasticsearch(Service):
         env = self.base_env() | {
             "ES_JAVA_HOME": str(self.jdk.home),
             "ES_PATH_CONF": str(self.home / "config"),
-            "ES_JAVA_OPTS": "-Xms512m -Xmx512m",
+            # three nodes share the machine in the cluster profile
+            "ES_JAVA_OPTS": "-Xms384m -Xmx384m" if self.topology.cluster else "-Xms512m -Xmx512m",
             "ES_TMPDIR": str(self.home / "tmp"),
         }
         return LaunchSpec(
@@ -509,10 +569,17 @@ class Elasticsearch(Service):
         )
 
     def healthy(self) -> bool:
-        """Cluster health green or yellow (yellow is normal with replicas on one node)."""
-        result = http_request(f"{settings.ES_URL}/_cluster/health", timeout=2.0)
+        """The node answers, and its cluster is green or yellow (yellow is normal with replicas on
+        one node) with every node of the topology joined."""
+        url = f"http://{self.topology.host}:{self.port}/_cluster/health"
+        result = http_request(url, timeout=2.0)
         body = result.json()
-        return result.status == 200 and isinstance(body, dict) and body.get("status") in {"green", "yellow"}
+        return (
+            result.status == 200
+            and isinstance(body, dict)
+            and body.get("status") in {"green", "yellow"}
+            and int(body.get("number_of_nodes", 0)) >= self.topology.es_nodes
+        )
 
     def data_dirs(self) -> list[Path]:
         """Indices and the node's own logs."""
@@ -522,10 +589,13 @@ class Elasticsearch(Service):
 class S3(Service):
     """s3proxy with the filesystem backend: objects are plain files under ``s3/data``."""
 
-    name = "s3"
-    ports = (settings.S3_PORT,)
     health_timeout = 60.0
     _jdk: Jdk | None = None
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.name = "s3"
+        self.ports = (ctx.topology.s3_port,)
 
     @property
     def jdk(self) -> Jdk:
@@ -556,7 +626,10 @@ class S3(Service):
         fetch_maven(f"s3proxy-{settings.S3_VERSION}", [artifact], self.jar.parent.parent, transitive=False)
         make_dir(self.home)
         self.ensure_bucket()
-        write_if_changed(self.home / "s3proxy.properties", configs.s3proxy_properties(self.home / "data"))
+        endpoint = self.topology.s3_endpoint
+        write_if_changed(
+            self.home / "s3proxy.properties", configs.s3proxy_properties(self.home / "data", endpoint)
+        )
 
     def launch(self) -> LaunchSpec:
         """``java -jar s3proxy --properties ...`` with a small heap."""
@@ -574,7 +647,7 @@ class S3(Service):
 
     def healthy(self) -> bool:
         """A signed ``HEAD /<bucket>`` answers 200: up, credentials accepted, bucket present."""
-        host = f"{settings.HOST}:{self.port}"
+        host = f"{self.topology.host}:{self.port}"
         headers = sign_headers(
             "HEAD",
             host,
@@ -589,9 +662,12 @@ class S3(Service):
 class Prometheus(Service):
     """Debian's Prometheus binary as our own process (the Debian service is left alone)."""
 
-    name = "prometheus"
-    ports = (settings.PROMETHEUS_PORT,)
     health_timeout = 60.0
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.name = "prometheus"
+        self.ports = (ctx.topology.prometheus_port,)
 
     @property
     def config(self) -> Path:
@@ -605,9 +681,17 @@ class Prometheus(Service):
     def render(self) -> str:
         """Config for the current registry and the repo's rule folder (if it exists yet)."""
         rules = self.ctx.layout.repo / "dashboards" / "prometheus" / "rules"
-        targets = [(proc.name, proc.metrics_target) for proc in REGISTRY]
-        targets.append(("flink", f"{settings.HOST}:{settings.FLINK_METRICS_PORT}"))
-        text = configs.prometheus_yml(targets, str(rules / "*.yml") if rules.is_dir() else None)
+        t = self.topology
+        targets = [(proc.name, proc.metrics_target) for proc in platform_processes(t)]
+        if t.cluster:  # the session cluster's reporters: the JobManager and each TaskManager
+            targets.append(("flink", f"{t.host}:{t.flink_port('reporter')}"))
+            targets += [
+                ("flink", f"{t.host}:{t.flink_port('reporter', n)}") for n in range(1, t.taskmanagers + 1)
+            ]
+        else:
+            targets.append(("flink", f"{t.host}:{t.metrics_port('flink-reporter')}"))
+        rule_glob = str(rules / "*.yml") if rules.is_dir() else None
+        text = configs.prometheus_yml(targets, rule_glob, f"{t.host}:{self.port}")
         if rules.is_dir():
             # A digest of the rule files makes an edited rule count as a config change (-> reload).
             digest = hashlib.sha256()
@@ -662,7 +746,7 @@ class Prometheus(Service):
             settings.PROMETHEUS_BIN,
             f"--config.file={self.config}",
             f"--storage.tsdb.path={self.home / 'data'}",
-            f"--web.listen-address={settings.HOST}:{self.port}",
+            f"--web.listen-address={self.topology.host}:{self.port}",
             "--storage.tsdb.retention.time=7d",
             "--web.enable-lifecycle",
         ]
@@ -670,13 +754,32 @@ class Prometheus(Service):
 
     def healthy(self) -> bool:
         """``/-/ready`` answers 200 once the TSDB is loaded."""
-        return http_request(f"{settings.PROMETHEUS_URL}/-/ready", timeout=2.0).status == 200
+        return http_request(f"{self.topology.prometheus_url}/-/ready", timeout=2.0).status == 200
 
 
-SERVICE_TYPES: tuple[type[Service], ...] = (Postgres, Kafka, Elasticsearch, S3, Prometheus)
-SERVICE_NAMES: tuple[str, ...] = tuple(cls.name for cls in SERVICE_TYPES)
+def service_phases(ctx: Context) -> list[list[Service]]:
+    """Every service, in groups started one after the other (a group starts together and is waited
+    for together): the stores first; then, in the cluster, what needs them running (the replica
+    copies the primary; Flink keeps its checkpoints in S3; HAProxy fronts the API)."""
+    t = ctx.topology
+    stores: list[Service] = [
+        Postgres(ctx),
+        *(Kafka(ctx, n) for n in range(1, t.brokers + 1)),
+        *(Elasticsearch(ctx, n) for n in range(1, t.es_nodes + 1)),
+        S3(ctx),
+        Prometheus(ctx),
+    ]
+    if not t.cluster:
+        return [stores]
+    from deploy.stack.cluster_services import cluster_phase  # noqa: PLC0415 - the cluster's only
+
+    return [stores, cluster_phase(ctx)]
 
 
 def all_services(ctx: Context) -> list[Service]:
-    """Every service in start order (dependencies of the platform first, Prometheus last)."""
-    return [cls(ctx) for cls in SERVICE_TYPES]
+    """Every service in start order."""
+    return [service for phase in service_phases(ctx) for service in phase]
+
+
+def service_names(ctx: Context) -> tuple[str, ...]:
+    return tuple(service.name for service in all_services(ctx))

@@ -43,7 +43,30 @@ SCRAPE_INTERVAL = "5s"
 # scraped as job "flink", the name docker-compose's Prometheus gives its JobManager and TaskManagers.
 FLINK_METRICS_PORT = 9106
 
-API_URL = "http://127.0.0.1:8000"
+API_PORT = 8000
+API_URL = f"http://127.0.0.1:{API_PORT}"
+# The platform processes' health and metrics ports (the API's is its own port).
+METRICS_PORTS = {
+    "persister": 9101,
+    "flink-job": 9102,
+    "es-indexer": 9103,
+    "archiver": 9104,
+    "reconcile": 9105,
+    "flink-reporter": 9106,  # Flink's Prometheus reporter in the mini cluster (single profile)
+    "query-service": 9107,
+}
+# The cluster profile's Flink session cluster: REST, and fixed ports for each process (so a
+# firewall-less laptop and the smoke test's second stack never collide on a random one).
+FLINK_REST_PORT = 18081
+FLINK_PORTS = {
+    "jobmanager-rpc": 16123,
+    "blob": 16124,
+    "taskmanager-rpc": 16130,  # + index
+    "taskmanager-data": 16140,  # + index
+    "reporter": 9110,  # + 0 for the JobManager, + index for a TaskManager
+}
+HAPROXY_PACKAGE = "haproxy"
+HAPROXY_BIN = "/usr/sbin/haproxy"
 
 PG_DSN = f"postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{PG_PORT}/{PG_DATABASE}"
 KAFKA_BOOTSTRAP = f"{HOST}:{KAFKA_PORT}"

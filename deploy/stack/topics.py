@@ -49,12 +49,17 @@ def wanted_topics(environ: Mapping[str, str], brokers: int = 1) -> list[TopicSpe
     return specs
 
 
-def ensure_topics(run_class: Sequence[str], wanted: Sequence[TopicSpec]) -> list[str]:
+def ensure_topics(
+    run_class: Sequence[str],
+    wanted: Sequence[TopicSpec],
+    host: str = settings.HOST,
+    port: int = settings.KAFKA_PORT,
+) -> list[str]:
     """Create the missing topics with Kafka's TopicCommand; returns the names created.
 
     ``run_class`` is the java command line up to (not including) the class name.
     """
-    existing = fetch_metadata(settings.HOST, settings.KAFKA_PORT, all_topics=True).topics
+    existing = fetch_metadata(host, port, all_topics=True).topics
     created: list[str] = []
     for topic in wanted:
         have = existing.get(topic.name)
@@ -68,7 +73,7 @@ def ensure_topics(run_class: Sequence[str], wanted: Sequence[TopicSpec]) -> list
             *run_class,
             TOPIC_COMMAND,
             "--bootstrap-server",
-            settings.KAFKA_BOOTSTRAP,
+            f"{host}:{port}",
             "--create",
             "--if-not-exists",
             "--topic",

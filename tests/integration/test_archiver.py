@@ -40,7 +40,7 @@ from query_dsl import QueryEngine, QuerySettings, parse_document, plan_query
 from xrides.archive.manifest import Manifest
 from xrides.archive.schema import canonical
 from xrides.archive.store import ArchiveStore
-from xrides.db.migrate import migrate
+from xrides.db.scratch import scratch_database
 from xrides.ride import Ride, RideEnvelope, format_timestamp
 from xrides.ride.enrich import ServiceRegion, daily_index, enrich
 from xrides.search.templates import rides_template, template_name
@@ -113,20 +113,17 @@ class World:
             return await archiver.run()
 
 
-def _dsn_with_db(dsn: str, name: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     tag = uuid.uuid4().hex[:8]
-    base_dsn = stack_setting("XRIDES_PG_DSN")
-    db = f"xrides_archtest_{tag}"
-    admin = await asyncpg.connect(base_dsn)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    await admin.close()
+    async with scratch_database(stack_setting("XRIDES_PG_DSN"), f"xrides_archtest_{tag}") as dsn:
+        async for w in _world(tag, dsn):
+            yield w
+
+
+async def _world(tag: str, dsn: str) -> AsyncIterator[World]:
     settings = ArchiverSettings(
-        pg_dsn=_dsn_with_db(base_dsn, db),
+        pg_dsn=dsn,
         es_url=stack_setting("XRIDES_ES_URL"),
         es_rides_prefix=f"archtest{tag}-rides-",
         s3_endpoint=stack_setting("XRIDES_S3_ENDPOINT"),
@@ -150,7 +147,6 @@ async def world() -> AsyncIterator[World]:
         "XRIDES_REFERENCE_TIME": settings.reference_time,
         "XRIDES_LOG_LEVEL": "WARNING",
     }
-    await migrate(settings.pg_dsn)
     w = World(settings, env)
     rides = [r for r in make_rides(RIDES, REFERENCE, DAYS, seed=11) if r.from_date < REFERENCE]
     await w.store_rides(rides)
@@ -170,9 +166,6 @@ async def world() -> AsyncIterator[World]:
         )
     finally:
         await es.close()
-    admin = await asyncpg.connect(base_dsn)
-    await admin.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
-    await admin.close()
 
 
 async def _pg_days(w: World) -> dict[date, int]:

@@ -30,6 +30,7 @@ from xrides.archive.manifest import Manifest, ManifestObject, describe_schema
 from xrides.archive.schema import STORED_FIELDS, align, archive_schema
 from xrides.archive.store import ArchiveStore, sha256_hex
 from xrides.db.migrate import migrate
+from xrides.db.scratch import scratch_database
 from xrides.ride import RIDE_FIELDS, FieldSpec, Kind, RideEnvelope
 from xrides.ride.fields import CONTRACT_VERSION
 from xrides.search.templates import rides_template, template_name
@@ -49,13 +50,12 @@ class Place:
 @pytest.fixture
 async def place(stack_env: dict[str, str]) -> AsyncIterator[Place]:
     tag = uuid.uuid4().hex[:8]
-    owner = stack_env["XRIDES_PG_DSN"]
-    db = f"xrides_contract_{tag}"
-    admin = await asyncpg.connect(owner)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    await admin.close()
-    dsn = owner.rsplit("/", 1)[0] + "/" + db
-    await migrate(dsn)
+    async with scratch_database(stack_env["XRIDES_PG_DSN"], f"xrides_contract_{tag}") as dsn:
+        async for place in _place(stack_env, tag, dsn):
+            yield place
+
+
+async def _place(stack_env: dict[str, str], tag: str, dsn: str) -> AsyncIterator[Place]:
     settings = ArchiverSettings(
         pg_dsn=dsn,
         es_url=stack_env["XRIDES_ES_URL"],
@@ -83,9 +83,6 @@ async def place(stack_env: dict[str, str]) -> AsyncIterator[Place]:
             )
         finally:
             await es.close()
-        admin = await asyncpg.connect(owner)
-        await admin.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _store_a_day(place: Place) -> date:

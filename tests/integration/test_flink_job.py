@@ -6,6 +6,7 @@ because starting the job (a JVM plus Python workers) is the expensive part.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -186,3 +187,48 @@ def test_rides_flow_enriched_versioned_and_survive_a_killed_job(stream: Stream) 
     )
     assert replay.proc is not None
     assert replay.proc.poll() is None
+
+
+def test_rides_es_is_keyed_so_moved_bookings_are_found_once_under_indexer_restarts(stream: Stream) -> None:
+    """Every action for one booking goes to one partition of the actions topic, keyed by its id:
+    a ride moved between days has its delete and its new index applied in order, whatever the
+    indexer's restarts replay (unkeyed, a delete could overtake its index on another partition)."""
+    days = ["1/10/2013 09:00", "1/11/2013 09:00", "1/12/2013 09:00", "1/10/2013 18:00"]
+    bookings = range(1000, 1040)
+    job = stream.start("job")
+    indexer = stream.start("indexer")
+    for step, day in enumerate(days, 1):
+        for booking in bookings:
+            stream.send(100 * step, booking_id=booking, from_date=day)
+        version = 100 * step
+        stream.wait_for(lambda d, v=version: any(doc.get("version") == v for doc in d.values()))
+        indexer.stop(signal.SIGKILL)  # mid-stream: what it had not committed is applied again
+        indexer = stream.start("indexer")
+    stream.caught_up(stream.env["XRIDES_FLINK_GROUP_ID"], stream.rides_topic)
+    stream.caught_up(stream.env["XRIDES_INDEXER_GROUP_ID"], stream.env["XRIDES_ACTIONS_TOPIC"])
+    hits = stream.es.search(index=f"{stream.prefix}*", size=1000, query={"match_all": {}})["hits"]["hits"]
+    found: dict[str, list[str]] = {}
+    for hit in hits:
+        found.setdefault(hit["_id"], []).append(hit["_index"])
+    assert found == {str(b): [f"{stream.prefix}2013.01.10"] for b in bookings}, (
+        "a booking is missing or twice"
+    )
+    assert all(hit["_source"]["version"] == 400 for hit in hits)
+
+    reader = TopicReader(stream.kafka)
+    try:
+        topic = stream.env["XRIDES_ACTIONS_TOPIC"]
+        ranges = {p: (m.low, m.high) for p, m in reader.watermarks(topic).items()}
+        records = reader.read(topic, ranges, 100_000)
+    finally:
+        reader.close()
+    partitions: dict[str, set[int]] = {}
+    for record in records:
+        action = json.loads(record.value)
+        if action["op"] in ("index", "delete"):
+            assert record.key == action["id"].encode(), "an action not keyed by its document id"
+            partitions.setdefault(action["id"], set()).add(record.partition)
+    assert {str(b) for b in bookings} <= set(partitions)
+    assert all(len(parts) == 1 for parts in partitions.values()), "one booking's actions on two partitions"
+    assert len({next(iter(p)) for p in partitions.values()}) > 1, "every booking on one partition: not keyed"
+    assert job.proc is not None and job.proc.poll() is None

@@ -41,7 +41,7 @@ from loadgen.synthetic import make_rides
 from persister.sink import decode
 from persister.writer import RideWriter
 from xrides.archive.store import ArchiveStore
-from xrides.db.migrate import migrate
+from xrides.db.scratch import scratch_database
 from xrides.kafka import DeliveryProducer, KafkaAdmin, KafkaConfig, OutRecord, Record
 from xrides.ride import Ride, RideEnvelope, example_ride, format_timestamp
 from xrides.ride.enrich import ServiceRegion, daily_index, enrich
@@ -211,20 +211,15 @@ class World:
     positions: dict[int, tuple[int, int]] = field(default_factory=dict)  # booking -> (partition, offset)
 
 
-def _dsn_with_db(dsn: str, name: str) -> str:
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture
 async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
     tag = uuid.uuid4().hex[:8]
-    base_dsn = stack_env["XRIDES_PG_DSN"]
-    db = f"xrides_recontest_{tag}"
-    admin = await asyncpg.connect(base_dsn)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    await admin.close()
-    dsn = _dsn_with_db(base_dsn, db)
-    await migrate(dsn)
+    async with scratch_database(stack_env["XRIDES_PG_DSN"], f"xrides_recontest_{tag}") as dsn:
+        async for world in _world(stack_env, tag, dsn):
+            yield world
+
+
+async def _world(stack_env: dict[str, str], tag: str, dsn: str) -> AsyncIterator[World]:
     topic = f"recontest-{tag}-rides"
     kafka_admin = KafkaAdmin(KafkaConfig(stack_env["XRIDES_KAFKA_BOOTSTRAP"], "reconcile-it"))
     created = kafka_admin.ensure_topics([replace(RIDES, name=topic, partitions=2, cluster_partitions=None)])
@@ -270,9 +265,6 @@ async def world(stack_env: dict[str, str]) -> AsyncIterator[World]:
         finally:
             await es.close()
         kafka_admin.delete_topics([topic])
-        admin = await asyncpg.connect(base_dsn)
-        await admin.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
-        await admin.close()
 
 
 def _produce(bootstrap: str, topic: str, messages: list[tuple[int, bytes, bytes]]) -> list[tuple[int, int]]:

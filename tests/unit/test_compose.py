@@ -643,8 +643,9 @@ def test_each_process_logs_in_to_postgres_with_its_own_role(services: dict[str, 
         dsn = _environment(spec).get("XRIDES_PG_DSN")
         if dsn is None:
             continue
-        role = envfile.PROCESS_PG_ROLES.get(name)
-        expected = "xrides" if name == "migrate" else f"xrides_{role}"
+        command = list(spec.get("command") or [])
+        module = command[command.index("-m") + 1] if "-m" in command else name
+        expected = "xrides" if name == "migrate" else f"xrides_{envfile.PROCESS_PG_ROLES.get(module)}"
         assert urlsplit(dsn).username == expected, name
 
 

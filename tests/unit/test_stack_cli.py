@@ -20,8 +20,8 @@ from deploy.stack.commands import select
 from deploy.stack.errors import StackError
 from deploy.stack.jvm import parse_major
 from deploy.stack.kafkawire import metadata_request, parse_metadata
-from deploy.stack.layout import resolve_layout
-from deploy.stack.platform import REGISTRY, PlatformProcess
+from deploy.stack.layout import Context, resolve_layout
+from deploy.stack.platform import REGISTRY, PlatformProcess, platform_processes
 from deploy.stack.preflight import ensure_disk_space, ensure_ports_free, port_owner, port_taken
 from deploy.stack.processes import (
     LaunchSpec,
@@ -38,9 +38,11 @@ from deploy.stack.processes import (
 )
 from deploy.stack.s3signing import sign_headers
 from deploy.stack.topics import wanted_topics
+from deploy.stack.topology import Topology, resolve_topology
 from xrides.topics import RIDES, TOPICS
 
 EXPECTED_VARIABLES = [
+    "XRIDES_PROFILE",
     "XRIDES_KAFKA_BOOTSTRAP",
     "XRIDES_LOG_KAFKA_BOOTSTRAP",
     "XRIDES_PG_DSN",
@@ -53,6 +55,7 @@ EXPECTED_VARIABLES = [
     "XRIDES_API_URL",
     "XRIDES_API_KEY",
     "XRIDES_HEALTH_PEERS",
+    "XRIDES_FLINK_METRICS_PORT",
     "XRIDES_PG_WRITER_DSN",
     "XRIDES_PG_WRITER_PASSWORD",
     "XRIDES_PG_READER_DSN",
@@ -131,16 +134,70 @@ def test_each_platform_process_gets_only_its_own_postgres_role() -> None:
     env = {"PATH": "/bin", **envfile.stack_variables("k3y", PG_PASSWORDS)}
     persister = envfile.process_env("persister", env)
     assert persister["XRIDES_PG_DSN"] == env["XRIDES_PG_WRITER_DSN"]
-    assert envfile.process_env("api", env)["XRIDES_PG_DSN"] == env["XRIDES_PG_READER_DSN"]
+    assert envfile.process_env("ingest_service", env)["XRIDES_PG_DSN"] == env["XRIDES_PG_READER_DSN"]
     assert envfile.process_env("archiver", env)["XRIDES_PG_DSN"] == env["XRIDES_PG_ARCHIVER_DSN"]
-    for name in ("api", "persister", "archiver", "reconcile", "flink-job", "es-indexer"):
-        child = envfile.process_env(name, env)
+    for proc in REGISTRY:
+        child = envfile.process_env(proc.module, env, dict(proc.env))
         others = {v for k, v in child.items() if k.startswith("XRIDES_PG_") and k != "XRIDES_PG_DSN"}
-        assert not others, name
-        assert "xrides:xrides@" not in child.get("XRIDES_PG_DSN", ""), name
+        assert not others, proc.name
+        assert "xrides:xrides@" not in child.get("XRIDES_PG_DSN", ""), proc.name
         assert child["XRIDES_API_KEY"] == "k3y" and child["PATH"] == "/bin"
-    assert "XRIDES_PG_DSN" not in envfile.process_env("flink-job", env)
-    assert set(envfile.PROCESS_PG_ROLES) <= {p.name for p in REGISTRY}
+    assert "XRIDES_PG_DSN" not in envfile.process_env("flink_jobs", env)
+    assert set(envfile.PROCESS_PG_ROLES) - {"query_service"} <= {p.module for p in REGISTRY}
+
+
+def test_cluster_env_gives_readers_the_replica_and_each_api_its_port() -> None:
+    cluster = Topology("cluster")
+    env = {"PATH": "/bin", **envfile.stack_variables("k3y", PG_PASSWORDS, cluster, Path("/s"))}
+    assert env["XRIDES_PROFILE"] == "cluster"
+    assert env["XRIDES_KAFKA_BOOTSTRAP"].count(",") == 2 and env["XRIDES_ES_URL"].count(",") == 2
+    assert env["XRIDES_SHARED_LIMITS"] == "postgres" and env["XRIDES_ES_REPLICAS"] == "1"
+    assert env["XRIDES_FLINK_STATE_DIR"].startswith("s3://")
+    assert env["XRIDES_FLINK_CONF_DIR"] == "/s/flink-jobmanager/conf"
+    procs = {p.name: p for p in platform_processes(cluster)}
+    assert {"api-1", "api-2"} <= set(procs) and "api" not in procs
+    ports = {dict(procs[name].env)["XRIDES_API_PORT"] for name in ("api-1", "api-2")}
+    assert ports == {str(cluster.api_backend_port(1)), str(cluster.api_backend_port(2))}
+    assert cluster.api_port not in {cluster.api_backend_port(1), cluster.api_backend_port(2)}
+    api = envfile.process_env("ingest_service", env, dict(procs["api-1"].env))
+    assert api["XRIDES_PG_REPLICA_DSN"].endswith(f":{cluster.pg_replica_port}/xrides")
+    assert "xrides_reader" in api["XRIDES_PG_REPLICA_DSN"]
+    assert "XRIDES_PG_REPLICA_DSN" not in envfile.process_env("persister", env)
+    assert procs["flink-job"].argv[-1] == "submit"
+    single = {p.name: p for p in platform_processes(Topology())}
+    assert single["flink-job"].argv[-1] == "job" and "api" in single
+    assert "XRIDES_PG_REPLICA_DSN" not in envfile.stack_variables("k3y", PG_PASSWORDS)
+
+
+def test_port_offset_moves_every_port_and_profiles_are_checked() -> None:
+    base, moved = Topology("cluster"), Topology("cluster", 1000)
+    assert moved.api_port == base.api_port + 1000
+    assert moved.kafka_bootstrap.split(",")[2].endswith(str(base.kafka_port(3) + 1000))
+    assert moved.flink_rest_port == base.flink_rest_port + 1000
+    assert moved.metrics_port("persister") == base.metrics_port("persister") + 1000
+    assert resolve_topology({"XRIDES_PROFILE": "cluster", "XRIDES_PORT_OFFSET": "1000"}, None) == moved
+    assert resolve_topology({}, "cluster").profile == "cluster"
+    assert resolve_topology({}, None).profile == "single"
+    with pytest.raises(StackError, match="XRIDES_PROFILE"):
+        resolve_topology({"XRIDES_PROFILE": "k8s"}, None)
+    with pytest.raises(StackError, match="XRIDES_PORT_OFFSET"):
+        resolve_topology({"XRIDES_PORT_OFFSET": "ten"}, None)
+
+
+def test_cluster_configs_name_every_voter_seed_and_backend(tmp_path: Path) -> None:
+    cluster = Topology("cluster")
+    props = configs.kafka_server_properties(tmp_path, cluster, 2)
+    assert "node.id=2\n" in props
+    assert props.count("@127.0.0.1:") == 3
+    assert "min.insync.replicas=2\n" in props and "default.replication.factor=3\n" in props
+    yml = configs.elasticsearch_yml(tmp_path, tmp_path, cluster, 3, bootstrap=True)
+    assert '"xrides-1", "xrides-2", "xrides-3"' in yml and "single-node" not in yml
+    assert "initial_master_nodes" not in configs.elasticsearch_yml(
+        tmp_path, tmp_path, cluster, 3, bootstrap=False
+    )
+    haproxy = configs.haproxy_cfg("127.0.0.1", 8000, [("api-1", 8001), ("api-2", 8002)])
+    assert "server api-1 127.0.0.1:8001 check" in haproxy and "server api-2 127.0.0.1:8002 check" in haproxy
+    assert "bind 127.0.0.1:8000" in haproxy and "uri /healthz" in haproxy
 
 
 # --- ports ----------------------------------------------------------------------------------
@@ -276,12 +333,18 @@ def test_stack_dir_defaults_to_repo_and_honours_override(tmp_path: Path) -> None
     assert layout.log_file("kafka") == other.resolve() / "logs" / "kafka.log"
 
 
-def test_only_selection_splits_services_and_platform() -> None:
-    services, platform = select(["postgres", "kafka", "api"])
+def test_only_selection_splits_services_and_platform(tmp_path: Path) -> None:
+    ctx = Context(resolve_layout({}, tmp_path))
+    services, platform = select(ctx, ["postgres", "kafka", "api"])
     assert services == {"postgres", "kafka"}
     assert platform == {"api"}
     with pytest.raises(StackError, match="unknown part"):
-        select(["postgress"])
+        select(ctx, ["postgress"])
+    cluster = Context(resolve_layout({}, tmp_path), topology=Topology("cluster"))
+    services, platform = select(cluster, ["kafka-2", "flink-taskmanager-1", "api-2", "haproxy"])
+    assert services == {"kafka-2", "flink-taskmanager-1", "haproxy"} and platform == {"api-2"}
+    with pytest.raises(StackError, match="unknown part"):
+        select(cluster, ["kafka"])
 
 
 def test_low_disk_is_a_clear_error(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ class StoreConfig:
 class StoredObject:
     key: str
     size: int
+    modified: float = 0.0  # seconds since the epoch
 
 
 def sha256_hex(data: bytes) -> str:
@@ -98,7 +99,10 @@ class ArchiveStore:
         out: list[StoredObject] = []
         paginator = self._s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            out.extend(StoredObject(o["Key"], int(o["Size"])) for o in page.get("Contents", []))
+            out.extend(
+                StoredObject(o["Key"], int(o["Size"]), o["LastModified"].timestamp())
+                for o in page.get("Contents", [])
+            )
         return out
 
     def days(self) -> list[date]:

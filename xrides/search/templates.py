@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from xrides.ride import RIDE_FIELDS, elasticsearch_properties
@@ -34,6 +35,47 @@ METADATA_PROPERTIES: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    """What differs between deployments: the replica count (0 on one node; 1 on a cluster, so a
+    node lost loses no shard) and whether ILM owns retention (a full Elasticsearch; the minimal
+    distribution the local stack runs has no ILM, and the archiver deletes archived days there)."""
+
+    replicas: int = 0
+    lifecycle: bool = False
+
+
+# ILM policies (when ``lifecycle``): delete an index this long after the UTC day in its name
+# (``parse_origination_date``). Rides stay a little past the 60 hot days: the archiver deletes a
+# day's index once it is archived; ILM is the backstop, and PostgreSQL and S3 keep every ride.
+LIFECYCLE_DAYS = {"rides": 63, "ride-demand": 60, "logs": 14, "failed-rides": 90}
+
+
+def lifecycle_policy(family: str) -> tuple[str, dict[str, Any]]:
+    """The ILM policy of a family of daily indices: its name and body (``PUT _ilm/policy/<name>``)."""
+    days = LIFECYCLE_DAYS[family]
+    body = {
+        "policy": {
+            "phases": {"hot": {"actions": {}}, "delete": {"min_age": f"{days}d", "actions": {"delete": {}}}}
+        }
+    }
+    return f"xrides-{family}-{days}d", body
+
+
+def index_settings(family: str, index: IndexSettings) -> dict[str, Any]:
+    """A template's index settings: one shard per daily index, the deployment's replicas, and the
+    family's lifecycle policy when ILM owns retention."""
+    out: dict[str, Any] = {
+        "number_of_shards": 1,
+        "number_of_replicas": index.replicas,
+        "refresh_interval": "1s",
+    }
+    if index.lifecycle:
+        out["index.lifecycle.name"] = lifecycle_policy(family)[0]
+        out["index.lifecycle.parse_origination_date"] = True
+    return out
+
+
 def template_name(prefix: str) -> str:
     """The index template's name for a prefix: ``xrides-rides`` for the platform's ``rides-``."""
     return f"xrides-{prefix.strip('-.')}"
@@ -50,7 +92,9 @@ def ride_properties(fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
     }
 
 
-def rides_template(prefix: str, fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
+def rides_template(
+    prefix: str, fields: Fields = RIDE_FIELDS, index: IndexSettings = IndexSettings()
+) -> dict[str, Any]:
     """``<prefix>*`` (daily ride indices): explicit mapping, unknown fields refused (dynamic strict).
 
     A new field reaches indices created before it through ``put_mapping`` of the same properties
@@ -59,7 +103,7 @@ def rides_template(prefix: str, fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
         "index_patterns": [f"{prefix}*"],
         "priority": 100,
         "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "settings": index_settings("rides", index),
             "mappings": {
                 "dynamic": "strict",
                 "properties": ride_properties(fields),
@@ -68,13 +112,13 @@ def rides_template(prefix: str, fields: Fields = RIDE_FIELDS) -> dict[str, Any]:
     }
 
 
-def demand_template(prefix: str) -> dict[str, Any]:
+def demand_template(prefix: str, index: IndexSettings = IndexSettings()) -> dict[str, Any]:
     """``<prefix>*`` (5-minute demand windows, flink_jobs/demand.py): explicit, strict mapping."""
     return {
         "index_patterns": [f"{prefix}*"],
         "priority": 100,
         "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "settings": index_settings("ride-demand", index),
             "mappings": {
                 "dynamic": "strict",
                 "properties": {
@@ -118,7 +162,7 @@ LOG_PROPERTIES: dict[str, dict[str, Any]] = {
 }
 
 
-def logs_template(prefix: str) -> dict[str, Any]:
+def logs_template(prefix: str, index: IndexSettings = IndexSettings()) -> dict[str, Any]:
     """``<prefix>*`` (daily log indices). Dotted ECS keys (``request.id``) map as object paths.
 
     Priority 200: Elasticsearch's built-in ``logs`` template (data streams ``logs-*-*``, priority
@@ -128,7 +172,7 @@ def logs_template(prefix: str) -> dict[str, Any]:
         "index_patterns": [f"{prefix}*"],
         "priority": 200,
         "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "settings": index_settings("logs", index),
             "mappings": {"dynamic": False, "properties": LOG_PROPERTIES},
         },
     }
@@ -156,13 +200,13 @@ FAILED_RIDE_PROPERTIES: dict[str, dict[str, Any]] = {
 }
 
 
-def failed_rides_template(prefix: str) -> dict[str, Any]:
+def failed_rides_template(prefix: str, index: IndexSettings = IndexSettings()) -> dict[str, Any]:
     """``<prefix>*`` (daily indices of refused rides, by the day they were refused)."""
     return {
         "index_patterns": [f"{prefix}*"],
         "priority": 100,
         "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "settings": index_settings("failed-rides", index),
             "mappings": {"dynamic": "strict", "properties": FAILED_RIDE_PROPERTIES},
         },
     }
