@@ -8,7 +8,7 @@ STACK := $(PY) -m deploy.stack
 # Every tool, test and benchmark reads the stack's connection settings from this one file.
 WITH_ENV := set -a; [ -f .stack/env ] && source .stack/env; set +a;
 
-.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview bench bench-quick chaos cluster-up cluster-down chaos-cluster
+.PHONY: help install lint fmt typecheck test test-unit test-integration up down status run demo clean dashboards-preview bench bench-quick chaos cluster-up cluster-down chaos-cluster validate
 
 help:
 	@echo "make run     install, start the local stack and the platform, stream demo rides"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench  the benchmark harness against the running stack (~30 min; BENCHMARKS.md)"
 	@echo "make chaos  the fault suite: every part killed under load, nothing lost (~35 min)"
 	@echo "make cluster-up | cluster-down   the production topology on this machine (docs/deployment.md)"
+	@echo "make validate  kubeconform over deploy/k8s, docker-compose config over docker-compose.yml"
 	@echo "make up | down | status | lint | fmt | test-unit | test-integration | dashboards-preview | bench-quick"
 
 # The venv is rebuilt only when the lock file changes (the stamp records the last sync).
@@ -54,13 +55,19 @@ cluster-down:
 status:
 	$(STACK) status
 
-test-unit: install
+# The deployment files through the real validators (deploy/validate): kubeconform -strict against
+# Kubernetes' and the operators' schemas, and docker-compose config. The first run fetches and
+# builds them into .stack/downloads/validate (a few minutes, mostly the compose build); then <1 s.
+validate: install
+	$(VPY) -m deploy.validate
+
+test-unit: install validate
 	$(VPY) -m pytest -q tests/unit
 
 test-integration: up
 	$(WITH_ENV) $(VPY) -m pytest -q -m integration tests/integration
 
-test: install up
+test: install validate up
 	$(WITH_ENV) $(VPY) -m pytest -q tests client/tests
 	$(MAKE) --no-print-directory lint
 

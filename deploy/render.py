@@ -3,11 +3,14 @@
 ``deploy/k8s/kafka-topics.yaml`` is written from the topic registry (xrides/topics.py), so a topic,
 its partitions, replication, min in-sync replicas and retention are declared once. ``--check``
 exits 1 when a committed file differs from its rendering (a unit test runs it too).
+``--compose-topics`` prints the ``command`` of docker-compose.yml's ``topics`` one-shot, which
+tests/unit/test_compose.py compares with the same registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -48,8 +51,15 @@ spec:
 
 
 def compose_topic_args() -> list[str]:
-    """The compose ``topics`` one-shot's arguments: NAME:PARTITIONS:RETENTION_MS per topic."""
-    return [f"{t.name}:{t.partitions_on(CLUSTER_BROKERS)}:{t.retention_ms}" for t in TOPICS]
+    """The compose ``topics`` one-shot's arguments, one per registry topic:
+    NAME:PARTITIONS:RETENTION_MS:REPLICATION:MIN_INSYNC_REPLICAS on the compose file's brokers."""
+    args = []
+    for t in TOPICS:
+        replication, min_insync = t.replication_on(CLUSTER_BROKERS)
+        args.append(
+            f"{t.name}:{t.partitions_on(CLUSTER_BROKERS)}:{t.retention_ms}:{replication}:{min_insync}"
+        )
+    return args
 
 
 RENDERED = {REPO / "deploy" / "k8s" / "kafka-topics.yaml": kafka_topics_yaml}
@@ -58,7 +68,13 @@ RENDERED = {REPO / "deploy" / "k8s" / "kafka-topics.yaml": kafka_topics_yaml}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.render", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if a rendered file is out of date")
+    parser.add_argument(
+        "--compose-topics", action="store_true", help="print the compose topics one-shot's command"
+    )
     args = parser.parse_args(argv)
+    if args.compose_topics:
+        print(json.dumps(compose_topic_args()))
+        return 0
     stale = []
     for path, render in RENDERED.items():
         text = render()

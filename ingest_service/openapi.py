@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest_service.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from query_dsl.catalog import AGGREGATES, FIELDS, RATIOS
+from query_dsl.catalog import AGGREGATES, FIELDS, RATIOS, TIME_FIELDS
 from xrides.ride import ride_json_schema
 
 _FIELD_ERROR = {
@@ -156,17 +156,20 @@ def _errors(*codes: int) -> dict[str, Any]:
         422: "The ride broke the contract (every field error listed)",
         429: "Rate limited (Retry-After, RateLimit-* headers)",
         503: "Kafka unavailable or overloaded: not accepted, retry after Retry-After",
+        504: "The query ran past its time limit",
     }
     return {str(c): {"description": texts[c], "content": _json("Failed")} for c in codes}
 
 
 def query_schema() -> dict[str, Any]:
-    """The query DSL's JSON form, with the catalog's names as enums (docs/query-dsl.md has the grammar)."""
+    """The query DSL's JSON form, with the catalog's names as enums (docs/query-dsl.md has the grammar).
+
+    An aggregation has ``measures``; a listing of rides has ``select`` instead."""
     fields = sorted(FIELDS)
     measure_names = sorted([*AGGREGATES, *RATIOS])
     return {
         "type": "object",
-        "required": ["measures", "time_range"],
+        "required": ["time_range"],
         "additionalProperties": False,
         "properties": {
             "measures": {
@@ -188,6 +191,21 @@ def query_schema() -> dict[str, Any]:
                                 "field": {"type": "string", "enum": fields},
                                 "p": {"type": "number"},
                                 "as": {"type": "string"},
+                                "where": {
+                                    "type": ["object", "string"],
+                                    "description": "a filtered measure: only the rides where this holds",
+                                },
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["calc", "as"],
+                            "properties": {
+                                "calc": {
+                                    "type": "string",
+                                    "description": "arithmetic over earlier measures: cancelled / count",
+                                },
+                                "as": {"type": "string"},
                             },
                         },
                     ]
@@ -198,7 +216,10 @@ def query_schema() -> dict[str, Any]:
                 "items": {
                     "oneOf": [
                         {"type": "string", "description": "a catalog field, or hour(from_date) style"},
-                        {"type": "object", "description": "{time, unit, zone} or {geohash, precision}"},
+                        {
+                            "type": "object",
+                            "description": "{time, unit, zone}, {geohash, precision} or {histogram, width}",
+                        },
                     ]
                 },
             },
@@ -214,6 +235,23 @@ def query_schema() -> dict[str, Any]:
             "order": {"type": ["array", "string"], "description": "-count, or {by, desc}"},
             "limit": {"type": "integer", "minimum": 1},
             "compare": {"type": ["string", "object"], "examples": ["previous_period"]},
+            "per": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "top `limit` rows per group",
+            },
+            "fill": {"type": "string", "enum": ["zero"], "description": "every time bucket, empty ones too"},
+            "time_field": {
+                "type": "string",
+                "enum": list(TIME_FIELDS),
+                "description": "what the range applies to",
+            },
+            "select": {
+                "type": "array",
+                "items": {"type": "string", "enum": fields},
+                "description": "a listing of rides (instead of measures)",
+            },
+            "cursor": {"type": "string", "description": "a listing's next page: the previous next_cursor"},
             "params": {"type": "object", "description": "values of $name parameters, bound by value"},
         },
         "x-catalog-fields": fields,
@@ -242,6 +280,11 @@ _QUERY_RESULT = {
         },
         "rows": {"type": "array", "items": {"type": "array"}},
         "warnings": {"type": "array", "items": {"type": "string"}},
+        "next_cursor": {"type": "string", "description": "a listing with more rows: send it as cursor"},
+        "freshness": {
+            "type": "object",
+            "description": "the engine's newest ride, its consumer lag and dead letters (null: unknown)",
+        },
     },
 }
 
@@ -397,12 +440,13 @@ def build_openapi() -> dict[str, Any]:
             "/v1/query": {
                 "post": {
                     "operationId": "postQuery",
-                    "summary": "Run a query DSL query (API key with the query scope)",
+                    "summary": "Run a query DSL query (API key with the query scope); forwarded to the "
+                    "query service",
                     "parameters": [_BACKEND],
                     "requestBody": {"required": True, "content": _json("Query")},
                     "responses": {
                         "200": {"description": "Columns and rows", "content": _json("QueryResult")},
-                        **_errors(400, 401, 403, 413, 415, 422, 503),
+                        **_errors(400, 401, 403, 413, 415, 422, 429, 503, 504),
                     },
                 }
             },
@@ -417,7 +461,7 @@ def build_openapi() -> dict[str, Any]:
                             "description": "The plan",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
-                        **_errors(400, 401, 403, 413, 415, 422),
+                        **_errors(400, 401, 403, 413, 415, 422, 429, 503),
                     },
                 }
             },

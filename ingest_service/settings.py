@@ -49,19 +49,16 @@ class ApiSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     log_level: str = "INFO"
-    # The query DSL (POST /v1/query): its backends and limits, as in query_dsl.settings.QuerySettings.
+    # The stores GET /v1/health checks (the query DSL runs in the query service, not here).
     es_url: str = "http://127.0.0.1:19200"
-    es_rides_prefix: str = "rides-"
-    hot_days: int = 60
     s3_endpoint: str = "http://127.0.0.1:19000"
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; real ones come from the environment
     s3_bucket: str = "xrides-archive"
-    archive_prefix: str = "rides"
-    query_pg_table: str = "cab_rides"
-    query_timeout_s: float = 30.0
-    query_max_groups: int = 10_000
-    query_max_rows: int = 10_000
+    # POST /v1/query and /v1/query/explain are forwarded to the query service (query_service/); the
+    # wait covers its longest query (its XRIDES_QUERY_TIMEOUT_S, 30 s) and a margin.
+    query_url: str = "http://127.0.0.1:9107"
+    query_proxy_timeout_s: float = 45.0
     # GET /v1/health: the platform processes it asks (``name=url,...``; the launcher writes the local
     # stack's into .stack/env) and the time each check may take.
     health_peers: str = ""

@@ -163,7 +163,7 @@ class Loader:
         await self._es.indices.put_index_template(name=f"{s.es_rides_prefix}template", **template)
         self.timings["elasticsearch_s"] += time.perf_counter() - started
 
-        from query_dsl.backends import ArchiveReader  # noqa: PLC0415 - pyarrow only when loading
+        from query_dsl.archive import ArchiveReader  # noqa: PLC0415 - pyarrow only when loading
 
         started = time.perf_counter()
         self._archive = ArchiveReader(s)
@@ -276,7 +276,7 @@ def _drop_archive(archive: Any) -> None:
 async def drop_all(settings: QuerySettings) -> None:
     """Delete what :class:`Loader` wrote under these settings' names: the table (and its schema when it
     has one of its own), the indices and their template, the Parquet files."""
-    from query_dsl.backends import ArchiveReader  # noqa: PLC0415
+    from query_dsl.archive import ArchiveReader  # noqa: PLC0415
 
     conn = await asyncpg.connect(settings.pg_dsn)
     try:

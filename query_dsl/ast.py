@@ -32,22 +32,88 @@ Value = Scalar | Param
 
 @dataclass(frozen=True, slots=True)
 class Measure:
-    """``fn`` is count, count_distinct, sum, avg, min, max, percentile or a catalog ratio."""
+    """``fn`` is count, count_distinct, sum, avg, min, max, percentile or a catalog ratio.
+
+    ``where``: a filtered measure (Druid's filtered aggregator, SQL's ``FILTER (WHERE ...)``): it
+    counts only the rides of its group for which the filter holds, beside unfiltered measures.
+    """
 
     fn: str
     field: str | None = None
     p: float | None = None  # percentile, 0 < p < 100
     alias: str | None = None
+    where: Filter | None = None
 
     @property
     def name(self) -> str:
         if self.alias:
             return self.alias
         if self.fn == "percentile":
-            return f"p{format_number(self.p)}_{self.field}".replace(".", "_")
-        if self.field is None:
-            return self.fn
-        return f"{self.fn}_{self.field}"
+            base = f"p{format_number(self.p)}_{self.field}".replace(".", "_")
+        elif self.field is None:
+            base = self.fn
+        else:
+            base = f"{self.fn}_{self.field}"
+        if self.where is not None:
+            return f"{base}_where_{'_'.join(filter_fields(self.where))}"
+        return base
+
+
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """Another measure's column, by name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: Literal["+", "-", "*", "/"]
+    left: Expr
+    right: Expr
+
+
+Expr = Num | Ref | BinOp
+
+
+@dataclass(frozen=True, slots=True)
+class Calc:
+    """Arithmetic between measures, after aggregation: ``cancelled / count as cancel_share``.
+
+    It always has a name (``as``): an expression has no natural one.
+    """
+
+    expr: Expr
+    alias: str
+
+    @property
+    def name(self) -> str:
+        return self.alias
+
+
+AnyMeasure = Measure | Calc
+
+
+def expr_text(expr: Expr) -> str:
+    """The canonical spelling: every operation in parentheses, numbers as written by ``repr``."""
+    if isinstance(expr, Num):
+        return format_number(expr.value)
+    if isinstance(expr, Ref):
+        return expr.name
+    return f"({expr_text(expr.left)} {expr.op} {expr_text(expr.right)})"
+
+
+def expr_refs(expr: Expr) -> list[str]:
+    if isinstance(expr, Ref):
+        return [expr.name]
+    if isinstance(expr, BinOp):
+        return [*expr_refs(expr.left), *expr_refs(expr.right)]
+    return []
 
 
 # Dimensions -------------------------------------------------------------------------------
@@ -90,7 +156,21 @@ class GeoDim:
         return self.alias or f"geohash{self.precision}_{self.field}"
 
 
-Dimension = FieldDim | TimeDim | GeoDim
+@dataclass(frozen=True, slots=True)
+class HistogramDim:
+    """Fixed-width buckets of a number: ``histogram(lead_time_min, 15)`` -> 0, 15, 30, ... (the bucket's
+    lower bound, ``floor(value / width) * width``); a ride without the value is in the null bucket."""
+
+    field: str
+    width: float
+    alias: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.alias or f"{self.field}_per_{format_number(self.width)}".replace(".", "_")
+
+
+Dimension = FieldDim | TimeDim | GeoDim | HistogramDim
 
 
 # Filters ----------------------------------------------------------------------------------
@@ -134,6 +214,18 @@ class Not:
 Filter = Compare | InList | IsNull | And | Or | Not
 
 
+def filter_fields(f: Filter) -> list[str]:
+    """The fields a filter names, in order of first appearance (a filtered measure's default name)."""
+    if isinstance(f, And | Or):
+        names: list[str] = []
+        for item in f.items:
+            names.extend(n for n in filter_fields(item) if n not in names)
+        return names
+    if isinstance(f, Not):
+        return filter_fields(f.item)
+    return [f.field]
+
+
 # Time range, order, query -----------------------------------------------------------------
 
 RelativeKind = Literal["last", "this"]
@@ -172,7 +264,14 @@ class OrderItem:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    measures: tuple[Measure, ...]
+    """An aggregation (``measures`` by ``dimensions``) or, with ``select``, a listing of rides.
+
+    ``per``: the top ``limit`` rows within each group of these dimension columns (top 3 pickup areas
+    per day). ``fill``: every time bucket of the range, empty ones included (counts 0). ``time_field``:
+    the timestamp the range applies to. ``cursor``: where the previous page of a listing ended.
+    """
+
+    measures: tuple[AnyMeasure, ...]
     time_range: TimeRange
     dimensions: tuple[Dimension, ...] = ()
     filter: Filter | None = None
@@ -181,6 +280,11 @@ class Query:
     limit: int | None = None
     zone: str = DEFAULT_ZONE
     compare: Literal["previous_period"] | None = None
+    per: tuple[str, ...] = ()
+    fill: bool = False
+    time_field: str = "from_date"
+    select: tuple[str, ...] = ()
+    cursor: str | None = None
 
 
 def format_number(value: float | None) -> str:

@@ -1,149 +1,79 @@
-"""Running a plan: PostgreSQL (full history), Elasticsearch (the hot window), the S3 archive
-(DuckDB over Parquet), or ``auto``, which picks by the time range and says why.
+"""Choosing a backend, checking the cost, running a plan on it, and saying how fresh the answer is.
 
-Clients are created on first use and closed by :meth:`QueryEngine.close`; the API passes its own
-PostgreSQL pool. The archive is read through pyarrow's S3 filesystem (DuckDB's httpfs extension
-cannot be installed here), pruned to the ``dt=`` days of the range, and scanned by DuckDB.
+PostgreSQL runs through an asyncpg pool of its own (on the read replica when one is configured),
+in a read-only transaction with a statement timeout. Elasticsearch through the async client: a
+composite aggregation page by page, a nested one for geohash cells, a sorted search for listings,
+or a scan of the range's rides (customer and driver fields) that DuckDB then aggregates. The archive
+through :mod:`query_dsl.archive` (pyarrow's S3 filesystem, DuckDB under a memory limit).
+
+Before anything runs, :meth:`QueryEngine.check_cost` asks the engine's own estimate
+(:mod:`query_dsl.cost`); after, :mod:`query_dsl.freshness` says how recent the engine's rides are.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
 import orjson
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch, helpers
 from elasticsearch import exceptions as es_errors
 
-from query_dsl import result
-from query_dsl.compile_duckdb import ARCHIVE_VIEW, compile_duckdb
-from query_dsl.compile_es import compile_es
-from query_dsl.compile_pg import compile_pg
+from query_dsl import cost, result
+from query_dsl.archive import ArchiveReader
+from query_dsl.compile_duckdb import compile_duckdb
+from query_dsl.compile_es import CompiledEs, compile_es
+from query_dsl.compile_pg import CompiledSql, compile_pg
 from query_dsl.errors import QueryBackendUnavailable, QueryError, QueryLimitExceeded, QueryTimeout
+from query_dsl.freshness import FreshnessProbe
+from query_dsl.listing import encode_cursor
 from query_dsl.normalize import canonical
-from query_dsl.plan import Plan
+from query_dsl.plan import MeasurePlan, Plan, filter_targets
 from query_dsl.settings import QuerySettings
 from query_dsl.timerange import ResolvedRange, iso_utc
 
 Backend = Literal["postgres", "elasticsearch", "archive"]
 BACKENDS: tuple[str, ...] = ("postgres", "elasticsearch", "archive", "auto")
-POOL_WAIT_S = 5.0
+SCAN_PAGE = 5_000
+TIMESTAMP_FIELDS = ("from_date", "to_date", "booking_created")
 
 
-class ArchiveReader:
-    """Parquet files of the archive, as a pyarrow dataset DuckDB can scan."""
+def _arrow_rides(sources: list[dict[str, Any]]) -> Any:
+    """Elasticsearch documents as the archive's Arrow table (raw fields; timestamps parsed)."""
+    import pyarrow as pa  # noqa: PLC0415
 
-    def __init__(self, settings: QuerySettings) -> None:
-        self.settings = settings
-        self._fs: Any = None
+    from xrides.ride import RIDE_FIELDS, parquet_schema  # noqa: PLC0415
 
-    def filesystem(self) -> Any:
-        if self._fs is None:
-            from pyarrow import fs  # noqa: PLC0415 - pyarrow is heavy; only archive queries need it
-
-            endpoint = self.settings.s3_endpoint
-            scheme, _, host = endpoint.partition("://")
-            self._fs = fs.S3FileSystem(
-                access_key=self.settings.s3_access_key,
-                secret_key=self.settings.s3_secret_key,
-                endpoint_override=host or endpoint,
-                scheme=scheme if host else "http",
-                region="us-east-1",
-                allow_bucket_creation=False,
-            )
-        return self._fs
-
-    @property
-    def base(self) -> str:
-        return f"{self.settings.s3_bucket}/{self.settings.archive_prefix.strip('/')}"
-
-    def files(self, time_range: ResolvedRange) -> list[str]:
-        """Parquet files of the ``dt=`` partitions (UTC days) that can hold the range."""
-        from pyarrow import fs  # noqa: PLC0415
-
-        first = time_range.start.astimezone(UTC).date().isoformat()
-        last = (time_range.end - timedelta(microseconds=1)).astimezone(UTC).date().isoformat()
-        filesystem = self.filesystem()
-        days = filesystem.get_file_info(fs.FileSelector(self.base, allow_not_found=True))
-        paths: list[str] = []
-        for info in days:
-            day = info.base_name.removeprefix("dt=")
-            if (
-                info.type == fs.FileType.Directory
-                and info.base_name.startswith("dt=")
-                and first <= day <= last
-            ):
-                found = filesystem.get_file_info(fs.FileSelector(info.path, recursive=True))
-                listed = self._listed(filesystem, info.path, found)
-                paths.extend(
-                    f.path
-                    for f in found
-                    if f.path.endswith(".parquet") and (listed is None or f.path in listed)
-                )
-        return sorted(paths)
-
-    def _listed(self, filesystem: Any, day_path: str, found: list[Any]) -> set[str] | None:
-        """The objects the archiver's manifest lists for a day (None: no manifest, take every file).
-
-        Files a manifest does not list belong to a rewrite in progress or an interrupted run.
-        """
-        manifest = f"{day_path}/_manifest.json"
-        if not any(f.path == manifest for f in found):
-            return None
-        with filesystem.open_input_stream(manifest) as stream:
-            body = orjson.loads(stream.read())
-        return {f"{self.settings.s3_bucket}/{o['key']}" for o in body["objects"]}
-
-    def query(self, time_range: ResolvedRange, sql: str, params: list[Any], timeout_s: float) -> list[Any]:
-        import duckdb  # noqa: PLC0415
-        import pyarrow.dataset as ds  # noqa: PLC0415
-
-        from xrides.ride import parquet_schema  # noqa: PLC0415
-
-        schema = parquet_schema()
-        files = self.files(time_range)
-        dataset = (
-            ds.dataset(files, schema=schema, format="parquet", filesystem=self.filesystem())
-            if files
-            else ds.dataset(schema.empty_table())
-        )
-        con = duckdb.connect(config={"threads": 2})
-        timer = threading.Timer(timeout_s, con.interrupt)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.register(ARCHIVE_VIEW, dataset)
-            timer.start()
-            return con.execute(sql, params).fetchall()
-        except duckdb.InterruptException as exc:
-            raise QueryTimeout(f"the archive query ran longer than {timeout_s:g} s") from exc
-        finally:
-            timer.cancel()
-            con.close()
+    columns: dict[str, list[Any]] = {}
+    for spec in RIDE_FIELDS:
+        values = [doc.get(spec.name) for doc in sources]
+        if spec.name in TIMESTAMP_FIELDS:
+            values = [None if v is None else datetime.fromisoformat(v) for v in values]
+        columns[spec.name] = values
+    return pa.Table.from_pydict(columns, schema=parquet_schema())
 
 
 class QueryEngine:
     """Runs and explains plans; one per process."""
 
-    def __init__(
-        self, settings: QuerySettings, pool: Callable[[], asyncpg.Pool | None] | None = None
-    ) -> None:
+    def __init__(self, settings: QuerySettings) -> None:
         self.settings = settings
         self.limits = settings.limits
-        self._external_pool = pool
-        self._own_pool: asyncpg.Pool | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
         self._es: AsyncElasticsearch | None = None
         self.archive = ArchiveReader(settings)
+        self.freshness = FreshnessProbe(settings, self._pg_pool, self._client, self.archive.days)
 
     async def close(self) -> None:
+        self.freshness.close()
         if self._es is not None:
             await self._es.close()
-        if self._own_pool is not None:
-            await self._own_pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     # choosing -----------------------------------------------------------------------------
     def choose(self, plan: Plan, backend: str, now: datetime) -> tuple[Backend, str, list[str]]:
@@ -156,6 +86,13 @@ class QueryEngine:
         pg_start = None if retention <= 0 else now - timedelta(days=retention)
         warnings: list[str] = []
         if backend == "auto":
+            if plan.windows and (pg_start is None or earliest >= pg_start):
+                # PostgreSQL computes windows natively; Elasticsearch would scan every ride of the range
+                return (
+                    "postgres",
+                    "auto: customer and driver fields are windows PostgreSQL computes in SQL",
+                    [],
+                )
             if earliest >= hot_start:
                 return (
                     "elasticsearch",
@@ -180,16 +117,38 @@ class QueryEngine:
         chosen: Backend = backend  # type: ignore[assignment]
         return chosen, "requested", warnings
 
+    @staticmethod
+    def notes(plan: Plan, backend: Backend) -> list[str]:
+        """What the answer's shape implies: approximations that can move rows, window semantics."""
+        out: list[str] = []
+        if backend == "elasticsearch":
+            approximate = {m.name for m in plan.measures if m.approximate_on_es}
+            used = {c.name for c, _ in plan.order} | {
+                t.name for t in filter_targets(plan.having) if isinstance(t, MeasurePlan)
+            }
+            moving = sorted(approximate & used)
+            if moving and (plan.limit is not None or plan.having is not None):
+                out.append(
+                    f"order or having uses approximate columns ({', '.join(moving)}): rows near the "
+                    "cut-off may differ from an exact backend's"
+                )
+        if plan.windows:
+            out.append(
+                "customer and driver fields count rides within the query's range only: a customer "
+                "whose earlier rides fall before the range is 'new' here"
+            )
+        return out
+
     # explaining ---------------------------------------------------------------------------
     def compiled(self, plan: Plan, backend: Backend, time_range: ResolvedRange, tail: bool) -> dict[str, Any]:
-        s, limits = self.settings, self.limits
         if backend == "postgres":
-            return compile_pg(plan, s.query_pg_table, limits.max_rows, time_range, tail).explain()
+            return self._pg_statement(plan, time_range, tail).explain()
         if backend == "elasticsearch":
-            return compile_es(
-                plan, s.es_rides_prefix, limits.max_groups, limits.timeout_s, time_range
-            ).explain()
-        out = compile_duckdb(plan, limits.max_rows, time_range, tail).explain()
+            out = self._es_request(plan, time_range).explain()
+            if out["mode"] == "scan":
+                out["then"] = self._duck_statement(plan, time_range, tail=False).explain()
+            return out
+        out = self._duck_statement(plan, time_range, tail).explain()
         out["files"] = f"s3://{self.archive.base}/dt=<each UTC day of the range>/*.parquet"
         return out
 
@@ -205,94 +164,177 @@ class QueryEngine:
             "range": plan.range.as_dict(),
             "columns": [c.as_dict() for c in result.columns(plan, chosen)],
             "statements": statements,
-            "warnings": [*plan.warnings, *warnings],
+            "warnings": [*plan.warnings, *warnings, *self.notes(plan, chosen)],
         }
         if plan.previous is not None:
             out["previous_range"] = plan.previous.as_dict()
         return out
+
+    # statements ---------------------------------------------------------------------------
+    def _sql_tail(self, plan: Plan, tail: bool) -> bool:
+        """SQL applies having/order/limit itself unless buckets are filled first (then Python does)."""
+        return tail and not plan.fill
+
+    def _pg_statement(self, plan: Plan, time_range: ResolvedRange, tail: bool) -> CompiledSql:
+        s = self.settings
+        return compile_pg(
+            plan, s.query_pg_table, self.limits.max_rows, time_range, self._sql_tail(plan, tail), s.local_zone
+        )
+
+    def _duck_statement(self, plan: Plan, time_range: ResolvedRange, tail: bool) -> CompiledSql:
+        return compile_duckdb(
+            plan, self.limits.max_rows, time_range, self._sql_tail(plan, tail), self.settings.local_zone
+        )
+
+    def _es_request(self, plan: Plan, time_range: ResolvedRange) -> CompiledEs:
+        s = self.settings
+        return compile_es(plan, s.es_rides_prefix, self.limits.max_groups, self.limits.timeout_s, time_range)
 
     # running ------------------------------------------------------------------------------
     async def run(self, plan: Plan, backend: str = "auto", now: datetime | None = None) -> result.Result:
         now = now or datetime.now(UTC)
         chosen, why, warnings = self.choose(plan, backend, now)
         started = time.perf_counter()
-        rows = await self.fetch(plan, chosen, plan.range, tail=True)
-        if plan.previous is not None:
-            before = await self.fetch(plan, chosen, plan.previous, tail=False)
-            rows = result.merge_previous(plan, rows, before)
+        if self.settings.query_cost_check:
+            await self.check_cost(plan, chosen)
+        cursor = None
+        if plan.listing:
+            rows, last = await self.fetch_listing(plan, chosen)
+            if last is not None:
+                cursor = encode_cursor(plan.query, plan.params, plan.range, last)
+        else:
+            rows = await self.fetch(plan, chosen, plan.range, tail=True)
+            if plan.previous is not None:
+                before = await self.fetch(plan, chosen, plan.previous, tail=False)
+                rows = result.merge_previous(plan, rows, before)
         cols, table = result.table(plan, chosen, rows)
-        return result.Result(
+        out = result.Result(
             backend=chosen,
             range=plan.range,
             columns=cols,
             rows=table,
             previous_range=plan.previous,
-            warnings=[*plan.warnings, *warnings],
+            warnings=[*plan.warnings, *warnings, *self.notes(plan, chosen)],
             elapsed_ms=(time.perf_counter() - started) * 1000,
             backend_reason=why,
+            next_cursor=cursor,
         )
+        if self.settings.query_freshness:
+            fresh = await self.freshness.of(chosen)
+            out.freshness = fresh.as_dict()
+            out.warnings.extend(fresh.warnings(plan.range, now))
+        return out
 
     async def fetch(
         self, plan: Plan, backend: Backend, time_range: ResolvedRange, tail: bool
     ) -> list[result.Row]:
         if backend == "postgres":
-            rows = await self._postgres(plan, time_range, tail)
+            compiled = self._pg_statement(plan, time_range, tail)
+            rows = result.sql_rows(plan, compiled.labels, await self._postgres(compiled))
         elif backend == "elasticsearch":
             rows = await self._elasticsearch(plan, time_range)
-            if tail:
-                rows = result.apply_tail(plan, rows)
         else:
-            rows = await self._archive(plan, time_range, tail)
+            compiled = self._duck_statement(plan, time_range, tail)
+            rows = result.sql_rows(plan, compiled.labels, await self._archive(plan, time_range, compiled))
+        if plan.fill and tail:
+            rows = result.fill_rows(plan, rows, self.limits.max_rows)
+        if tail and (backend == "elasticsearch" or plan.fill):
+            rows = result.apply_tail(plan, rows)
         result.check_rows(rows, plan if tail else _untailed(plan), self.limits, backend)
         return rows
 
-    async def _pool(self) -> asyncpg.Pool:
-        if self._external_pool is not None:
-            deadline = time.monotonic() + POOL_WAIT_S
-            while (pool := self._external_pool()) is None:  # the API connects in the background at start
-                if time.monotonic() > deadline:
-                    raise QueryBackendUnavailable("PostgreSQL is not connected yet", retry_after_s=2)
-                await asyncio.sleep(0.1)
-            return pool
-        if self._own_pool is None:
-            try:
-                self._own_pool = await asyncpg.create_pool(self.settings.pg_dsn, min_size=1, max_size=2)
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise QueryBackendUnavailable(f"PostgreSQL is not reachable: {exc}") from exc
-        return self._own_pool
+    async def fetch_listing(
+        self, plan: Plan, backend: Backend
+    ) -> tuple[list[result.Row], tuple[Any, ...] | None]:
+        if backend == "elasticsearch" and not plan.windows:
+            compiled = self._es_request(plan, plan.range)
+            response = await self._search(compiled.index, compiled.body)
+            return result.es_listing_rows(plan, response["hits"]["hits"])
+        if backend == "postgres":
+            records = await self._postgres(self._pg_statement(plan, plan.range, True))
+        elif backend == "elasticsearch":
+            statement = self._duck_statement(plan, plan.range, True)
+            records = await self._scan_then_duck(plan, plan.range, statement)
+        else:
+            records = await self._archive(plan, plan.range, self._duck_statement(plan, plan.range, True))
+        return result.listing_rows(plan, records)
 
-    async def _postgres(self, plan: Plan, time_range: ResolvedRange, tail: bool) -> list[result.Row]:
-        compiled = compile_pg(plan, self.settings.query_pg_table, self.limits.max_rows, time_range, tail)
-        pool = await self._pool()
+    # cost ---------------------------------------------------------------------------------
+    async def check_cost(self, plan: Plan, backend: Backend) -> cost.Estimate | None:
+        """Refuse (400) what the engine estimates beyond its limit; returns the estimate."""
+        s = self.settings
+        estimate: cost.Estimate | None = None
+        if backend == "postgres":
+            compiled = self._pg_statement(plan, plan.range, True)
+            explained = await self._postgres(compiled, explain=True)
+            estimate = cost.Estimate("postgres", cost.pg_total_cost(explained), s.query_pg_max_cost, "cost")
+        elif backend == "elasticsearch":
+            estimate = await self._es_estimate(plan)
+        else:
+            files = await asyncio.to_thread(self.archive.files, _day_range(plan))
+            total = float(sum(size for _, size in files))
+            estimate = cost.Estimate("archive", total, float(s.query_archive_max_bytes), "bytes")
+        if estimate is not None and estimate.over:
+            raise estimate.refuse()
+        return estimate
+
+    async def _es_estimate(self, plan: Plan) -> cost.Estimate | None:
+        s = self.settings
+        compiled = self._es_request(plan, plan.range)
+        if compiled.mode == "scan":
+            body = {"query": compiled.body["query"]}
+            counting = self._client().count(
+                index=compiled.index, body=body, ignore_unavailable=True, allow_no_indices=True
+            )
+            counted = await self._call_es(counting)
+            return cost.Estimate("elasticsearch", float(counted["count"]), s.query_es_max_scan_rows, "rides")
+        if compiled.mode != "composite":
+            return None
+        request = cost.estimate_body(plan, plan.range)
+        answer = None if request is None else await self._search(compiled.index, request)
+        groups = cost.estimate_groups(plan, plan.range, answer)
+        return cost.Estimate("elasticsearch", groups, float(s.query_es_max_groups), "groups")
+
+    # PostgreSQL ---------------------------------------------------------------------------
+    async def _pg_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self.settings.query_dsn, min_size=1, max_size=self.settings.query_pg_pool_size
+                    )
+                except (OSError, asyncpg.PostgresError) as exc:
+                    raise QueryBackendUnavailable(f"PostgreSQL is not reachable: {exc}") from exc
+            return self._pool
+
+    async def _postgres(self, compiled: CompiledSql, explain: bool = False) -> Any:
+        pool = await self._pg_pool()
+        sql = f"EXPLAIN (FORMAT JSON) {compiled.sql}" if explain else compiled.sql
         try:
             async with pool.acquire() as conn, conn.transaction(readonly=True):
                 timeout_ms = str(int(self.limits.timeout_s * 1000))
                 await conn.execute("SELECT set_config('statement_timeout', $1, true)", timeout_ms)
-                records = await conn.fetch(compiled.sql, *compiled.params)
+                if explain:
+                    return orjson.loads(await conn.fetchval(sql, *compiled.params))
+                return [tuple(r) for r in await conn.fetch(sql, *compiled.params)]
         except asyncpg.QueryCanceledError as exc:
             raise QueryTimeout(f"PostgreSQL cancelled the query after {self.limits.timeout_s:g} s") from exc
+        except asyncpg.DataError as exc:  # class 22: e.g. arithmetic out of range in a calc
+            raise QueryError(f"PostgreSQL could not compute the answer: {exc}") from exc
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError) as exc:
             raise QueryBackendUnavailable(f"PostgreSQL is not reachable: {exc}") from exc
-        return result.sql_rows(plan, compiled.labels, [tuple(r) for r in records])
+        except asyncpg.CannotConnectNowError as exc:
+            raise QueryBackendUnavailable(f"PostgreSQL is starting or stopping: {exc}") from exc
 
+    # Elasticsearch ------------------------------------------------------------------------
     def _client(self) -> AsyncElasticsearch:
         if self._es is None:
             self._es = AsyncElasticsearch(self.settings.es_url, request_timeout=self.limits.timeout_s + 5)
         return self._es
 
-    async def _elasticsearch(self, plan: Plan, time_range: ResolvedRange) -> list[result.Row]:
-        s = self.settings
-        compiled = compile_es(
-            plan, s.es_rides_prefix, self.limits.max_groups, self.limits.timeout_s, time_range
-        )
+    async def _call_es(self, call: Any) -> dict[str, Any]:
         try:
-            response = await self._client().search(
-                index=compiled.index,
-                body=compiled.body,
-                ignore_unavailable=True,
-                allow_no_indices=True,
-                request_cache=s.query_es_request_cache,
-            )
+            response = await call
         except es_errors.ConnectionTimeout as exc:
             raise QueryTimeout(f"Elasticsearch did not answer within {self.limits.timeout_s:g} s") from exc
         except es_errors.ConnectionError as exc:
@@ -303,21 +345,96 @@ class QueryEngine:
                     f"Elasticsearch refused: too many buckets ({str(exc)[:200]})"
                 ) from exc
             raise QueryBackendUnavailable(f"Elasticsearch failed: {str(exc)[:300]}") from exc
-        return result.es_rows(plan, dict(response.body), self.limits)
+        return dict(response.body) if hasattr(response, "body") else dict(response)
 
-    async def _archive(self, plan: Plan, time_range: ResolvedRange, tail: bool) -> list[result.Row]:
-        compiled = compile_duckdb(plan, self.limits.max_rows, time_range, tail)
+    async def _search(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call_es(
+            self._client().search(
+                index=index,
+                body=body,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+                request_cache=self.settings.query_es_request_cache if body.get("size") == 0 else None,
+            )
+        )
+
+    async def _elasticsearch(self, plan: Plan, time_range: ResolvedRange) -> list[result.Row]:
+        compiled = self._es_request(plan, time_range)
+        if compiled.mode == "scan":
+            statement = self._duck_statement(plan, time_range, tail=False)
+            records = await self._scan_then_duck(plan, time_range, statement)
+            return result.sql_rows(plan, statement.labels, records)
+        if compiled.mode == "composite":
+            return await self._composite(plan, compiled)
+        return result.es_rows(plan, await self._search(compiled.index, compiled.body), self.limits)
+
+    async def _composite(self, plan: Plan, compiled: CompiledEs) -> list[result.Row]:
+        """Every group, page by page; past ``query_es_max_groups`` the query is refused."""
+        rows: list[result.Row] = []
+        body = compiled.body
+        cap = self.settings.query_es_max_groups
+        while True:
+            page, after = result.composite_page(plan, await self._search(compiled.index, body), self.limits)
+            rows.extend(page)
+            if len(rows) > cap:
+                raise cost.Estimate("elasticsearch", len(rows), cap, "groups").refuse()
+            if after is None:
+                return result.add_calcs(plan, rows)
+            body = {**body, "aggs": {"groups": {**body["aggs"]["groups"]}}}
+            body["aggs"]["groups"]["composite"] = {**body["aggs"]["groups"]["composite"], "after": after}
+
+    async def _scan_then_duck(
+        self, plan: Plan, time_range: ResolvedRange, statement: CompiledSql
+    ) -> list[Any]:
+        """The range's rides from Elasticsearch, then the DuckDB statement over them."""
+        compiled = self._es_request(plan, time_range)
+        sources: list[dict[str, Any]] = []
+        cap = self.settings.query_es_max_scan_rows
         try:
-            records = await asyncio.to_thread(
-                self.archive.query, time_range, compiled.sql, list(compiled.params), self.limits.timeout_s
+            async for hit in helpers.async_scan(
+                self._client(),
+                index=compiled.index,
+                query={"query": compiled.body["query"]},
+                _source=compiled.body["_source"],
+                size=SCAN_PAGE,
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            ):
+                sources.append(hit["_source"])
+                if len(sources) > cap:
+                    raise cost.Estimate("elasticsearch", len(sources), cap, "rides").refuse()
+        except es_errors.ConnectionError as exc:
+            raise QueryBackendUnavailable(f"Elasticsearch is not reachable: {exc}") from exc
+        table = _arrow_rides(sources)
+        return await asyncio.to_thread(
+            self.archive.duck.run, table, statement.sql, list(statement.params), self.limits.timeout_s
+        )
+
+    # the archive --------------------------------------------------------------------------
+    async def _archive(self, plan: Plan, time_range: ResolvedRange, compiled: CompiledSql) -> list[Any]:
+        try:
+            files = await asyncio.to_thread(self.archive.files, _day_range(plan, time_range))
+            return await asyncio.to_thread(
+                self.archive.query,
+                [path for path, _ in files],
+                compiled.sql,
+                list(compiled.params),
+                self.limits.timeout_s,
             )
         except OSError as exc:
             raise QueryBackendUnavailable(f"the archive is not reachable: {exc}") from exc
-        return result.sql_rows(plan, compiled.labels, records)
+
+
+def _day_range(plan: Plan, time_range: ResolvedRange | None = None) -> ResolvedRange | None:
+    """The pickup days a range can touch: its own, or every day for another time field."""
+    return (time_range or plan.range) if plan.time_field.name == "from_date" else None
 
 
 def _untailed(plan: Plan) -> Plan:
     """The previous period is fetched whole: its row count is checked without the user's limit."""
     from dataclasses import replace  # noqa: PLC0415
 
-    return replace(plan, limit=None)
+    return replace(plan, limit=None, per=())
+
+
+__all__ = ["BACKENDS", "ArchiveReader", "Backend", "QueryEngine"]

@@ -1,7 +1,9 @@
 """``python -m query_dsl run | explain | validate | normalize``: the query DSL from a shell.
 
 The query is the text form as an argument, or a file (``-f``, ``-`` for stdin) in the JSON,
-YAML or text form. Settings are the ``XRIDES_*`` variables of :class:`QuerySettings`.
+YAML or text form. Settings are the ``XRIDES_*`` variables of :class:`QuerySettings`; the engine
+runs in this process (cost checks and freshness included), as the query service runs it. A table
+says which engine answered, how fresh it is and, for a listing, how to get the next page.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -55,6 +58,8 @@ def _params(pairs: list[str]) -> Params:
 def _plan(args: argparse.Namespace, settings: QuerySettings) -> tuple[Plan, datetime]:
     query, params = _read_query(args)
     params.update(_params(args.param))
+    if args.cursor:
+        query = dataclasses.replace(query, cursor=args.cursor)
     now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else datetime.now(UTC)
     return plan_query(query, params, now, settings.limits), now
 
@@ -86,6 +91,10 @@ def render(result: Result, fmt: str) -> str:
     ]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.append(f"({len(cells)} rows, {result.elapsed_ms:.0f} ms)")
+    if result.next_cursor:
+        lines.append(f"next page: -c {result.next_cursor}")
+    if result.freshness:
+        lines.append(f"freshness: {result.freshness}")
     lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", action="append", default=[], help="name=value (JSON or a string)")
     parser.add_argument("-o", "--format", default="table", choices=("table", "csv", "json"))
     parser.add_argument("--now", help="resolve relative ranges at this ISO 8601 instant")
+    parser.add_argument("-c", "--cursor", help="a listing's next page (the next_cursor it printed)")
     args = parser.parse_intermixed_args(argv)
     settings = load_settings(QuerySettings)
     try:

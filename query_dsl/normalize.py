@@ -12,14 +12,16 @@ from typing import Any
 from query_dsl.ast import (
     AbsoluteRange,
     And,
+    AnyMeasure,
+    Calc,
     Compare,
     Dimension,
     FieldDim,
     Filter,
     GeoDim,
+    HistogramDim,
     InList,
     IsNull,
-    Measure,
     Not,
     Or,
     Param,
@@ -27,6 +29,7 @@ from query_dsl.ast import (
     RelativeRange,
     TimeDim,
     Value,
+    expr_text,
 )
 
 
@@ -34,12 +37,16 @@ def _value(value: Value) -> Any:
     return f"${value.name}" if isinstance(value, Param) else value
 
 
-def _measure(m: Measure) -> dict[str, Any]:
+def _measure(m: AnyMeasure) -> dict[str, Any]:
+    if isinstance(m, Calc):
+        return {"calc": expr_text(m.expr), "as": m.alias}
     out: dict[str, Any] = {"fn": m.fn}
     if m.field is not None:
         out["field"] = m.field
     if m.p is not None:
         out["p"] = int(m.p) if m.p.is_integer() else m.p
+    if m.where is not None:
+        out["where"] = filter_json(m.where)
     if m.alias:
         out["as"] = m.alias
     return out
@@ -53,6 +60,8 @@ def _dimension(d: Dimension) -> dict[str, Any]:
         out = {"time": d.field, "unit": d.unit}
         if d.zone is not None:
             out["zone"] = d.zone
+    elif isinstance(d, HistogramDim):
+        out = {"histogram": d.field, "width": int(d.width) if d.width.is_integer() else d.width}
     else:
         assert isinstance(d, GeoDim)
         out = {"geohash": d.field, "precision": d.precision}
@@ -77,8 +86,26 @@ def filter_json(f: Filter) -> dict[str, Any]:
     return {"field": f.field, "op": "is_not_null" if f.negated else "is_null"}
 
 
+def _extras(query: Query) -> dict[str, Any]:
+    """The keys of the shapes added later (top N per group, filled buckets, listings)."""
+    out: dict[str, Any] = {}
+    if query.time_field != Query.__dataclass_fields__["time_field"].default:
+        out["time_field"] = query.time_field
+    if query.per:
+        out["per"] = list(query.per)
+    if query.fill:
+        out["fill"] = "zero"
+    if query.cursor is not None:
+        out["cursor"] = query.cursor
+    return out
+
+
 def canonical(query: Query, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"measures": [_measure(m) for m in query.measures]}
+    out: dict[str, Any] = (
+        {"select": list(query.select)}
+        if query.select
+        else {"measures": [_measure(m) for m in query.measures]}
+    )
     if query.dimensions:
         out["dimensions"] = [_dimension(d) for d in query.dimensions]
     if query.filter is not None:
@@ -98,6 +125,7 @@ def canonical(query: Query, params: dict[str, Any] | None = None) -> dict[str, A
         out["order"] = [{"by": o.column, "desc": o.descending} for o in query.order]
     if query.limit is not None:
         out["limit"] = query.limit
+    out.update(_extras(query))
     if params:
         out["params"] = params
     return out

@@ -21,12 +21,15 @@ from query_dsl.ast import (
     TIME_UNITS,
     AbsoluteRange,
     And,
+    AnyMeasure,
+    Calc,
     Compare,
     CompareOp,
     Dimension,
     FieldDim,
     Filter,
     GeoDim,
+    HistogramDim,
     InList,
     IsNull,
     Measure,
@@ -43,7 +46,10 @@ from query_dsl.ast import (
 from query_dsl.errors import QueryError, QueryLimitExceeded
 from xrides.jsonkeys import pairs_hook
 
-QUERY_KEYS = ("measures", "dimensions", "filter", "time_range", "zone", "having", "order", "limit", "compare")
+QUERY_KEYS = (
+    "measures", "dimensions", "filter", "time_range", "zone", "having", "order", "limit", "compare",
+    "per", "fill", "time_field", "select", "cursor",
+)  # fmt: skip
 _PARAM = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _OP_SYMBOLS: dict[str, CompareOp] = {"=": "eq", "!=": "ne", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 Params = dict[str, Any]
@@ -152,17 +158,23 @@ def _alias(obj: dict[str, Any], path: str) -> str | None:
     return cast(str, _expect(obj["as"], str, "a column name", f"{path}.as"))
 
 
-def _measure(node: Any, path: str) -> Measure:
+def _measure(node: Any, path: str) -> AnyMeasure:
     if isinstance(node, str):
-        return cast(Measure, _shorthand(node, parse_text.parse_measure, path))
+        return cast(AnyMeasure, _shorthand(node, parse_text.parse_measure, path))
     obj = _expect(node, dict, "a measure (a string or an object)", path)
-    _keys(obj, ("fn", "field", "p", "as"), path, ("fn",))
+    if "calc" in obj:
+        _keys(obj, ("calc", "as"), path, ("calc", "as"))
+        text = _expect(obj["calc"], str, "an arithmetic expression over measure columns", f"{path}.calc")
+        expr = _shorthand(text, parse_text.parse_expr, f"{path}.calc")
+        return Calc(expr, cast(str, _alias(obj, path)))
+    _keys(obj, ("fn", "field", "p", "as", "where"), path, ("fn",))
     field = None if obj.get("field") is None else _expect(obj["field"], str, "a field name", f"{path}.field")
     p = obj.get("p")
     if p is not None:
         p = float(_expect(p, (int, float), "a percentile (0 < p < 100)", f"{path}.p"))
     fn = _expect(obj["fn"], str, "a measure name", f"{path}.fn")
-    return Measure(fn, field, p, _alias(obj, path))
+    where = None if obj.get("where") is None else filter_from(obj["where"], f"{path}.where", 1)
+    return Measure(fn, field, p, _alias(obj, path), where)
 
 
 def _dimension(node: Any, path: str) -> Dimension:
@@ -181,13 +193,18 @@ def _dimension(node: Any, path: str) -> Dimension:
             _expect(zone, str, "a time zone name", f"{path}.zone")
         field = _expect(obj["time"], str, "a time field", f"{path}.time")
         return TimeDim(field, cast(TimeUnit, unit), zone, _alias(obj, path))
+    if "histogram" in obj:
+        _keys(obj, ("histogram", "width", "as"), path, ("width",))
+        width = float(_expect(obj["width"], (int, float), "a bucket width (a number)", f"{path}.width"))
+        field = _expect(obj["histogram"], str, "a number field", f"{path}.histogram")
+        return HistogramDim(field, width, _alias(obj, path))
     if "geohash" in obj:
         _keys(obj, ("geohash", "precision", "as"), path, ("precision",))
         precision = _expect(obj["precision"], int, "a precision (1..8)", f"{path}.precision")
         return GeoDim(
             _expect(obj["geohash"], str, "a point", f"{path}.geohash"), precision, _alias(obj, path)
         )
-    _keys(obj, ("field", "as", "time", "geohash"), path, ("field",))
+    _keys(obj, ("field", "as"), path, ("field",))
     return FieldDim(_expect(obj["field"], str, "a field name", f"{path}.field"), _alias(obj, path))
 
 
@@ -279,13 +296,32 @@ def _order(node: Any, path: str) -> tuple[OrderItem, ...]:
     return tuple(out)
 
 
+def _names(node: Any, what: str, path: str) -> tuple[str, ...]:
+    items = _expect(node, list, f"a list of {what}", path)
+    return tuple(_expect(x, str, what, f"{path}[{i}]") for i, x in enumerate(items))
+
+
+def _fill(node: Any) -> bool:
+    if node is None:
+        return False
+    if node not in ("zero", "zeros"):
+        raise QueryError("fill must be 'zero' (empty time buckets as zero counts) or null", "$.fill")
+    return True
+
+
 def query_from(doc: Any) -> tuple[Query, Params]:
     """The query and its parameters (``params``) from a decoded document."""
     obj = _expect(doc, dict, "a query object", "$")
-    _keys(obj, (*QUERY_KEYS, "params"), "$", ("measures", "time_range"))
-    measures = _expect(obj["measures"], list, "a list of measures", "$.measures")
+    _keys(obj, (*QUERY_KEYS, "params"), "$", ("time_range",))
+    select = _names(obj.get("select", []), "field names", "$.select")
+    if "measures" not in obj and not select:
+        raise QueryError("missing key 'measures' (or 'select' to list rides)", "$")
+    if "measures" in obj and select:
+        raise QueryError("a query has measures (an aggregation) or select (a listing), not both", "$")
+    measures = _expect(obj.get("measures", []), list, "a list of measures", "$.measures")
     dimensions = _expect(obj.get("dimensions", []), list, "a list of dimensions", "$.dimensions")
-    guards.check_counts(len(measures), len(dimensions))
+    if not select:
+        guards.check_counts(len(measures), len(dimensions))
     params = _expect(obj.get("params", {}), dict, "an object of parameters", "$.params")
     limit = obj.get("limit")
     if limit is not None:
@@ -293,6 +329,9 @@ def query_from(doc: Any) -> tuple[Query, Params]:
     compare = obj.get("compare")
     if compare is not None and compare != "previous_period":
         raise QueryError("compare must be 'previous_period' or null", "$.compare")
+    cursor = obj.get("cursor")
+    if cursor is not None:
+        _expect(cursor, str, "a cursor (the previous page's next_cursor)", "$.cursor")
     query = Query(
         measures=tuple(_measure(m, f"$.measures[{i}]") for i, m in enumerate(measures)),
         time_range=_time_range(obj["time_range"], "$.time_range"),
@@ -303,6 +342,16 @@ def query_from(doc: Any) -> tuple[Query, Params]:
         limit=limit,
         zone=_expect(obj.get("zone", Query.__dataclass_fields__["zone"].default), str, "a zone", "$.zone"),
         compare=compare,
+        per=_names(obj.get("per", []), "dimension columns", "$.per"),
+        fill=_fill(obj.get("fill")),
+        time_field=_expect(
+            obj.get("time_field", Query.__dataclass_fields__["time_field"].default),
+            str,
+            "a time field",
+            "$.time_field",
+        ),
+        select=select,
+        cursor=cursor,
     )
     return query, params
 

@@ -1,16 +1,23 @@
 """The compact text form, parsed by hand (recursive descent) into the same tree as the JSON form.
 
-    query     := measures clause*          (each clause at most once, in any order)
+    query     := measures clause* | 'select' NAME (',' NAME)* clause*
+                                         (each clause at most once, in any order)
     clause    := 'by' dimension (',' dimension)*
                | 'where' filter | 'having' filter
-               | 'during' range | 'zone' STRING
+               | 'during' range ['on' NAME] | 'zone' STRING
                | 'order' 'by' column ['asc'|'desc'] (',' ...)*
-               | 'limit' INT | 'compare' ['to'] 'previous' 'period'
-    measure   := NAME | NAME '(' NAME [',' NUMBER] ')' | 'count' '(' '*' ')'   ['as' NAME]
-    dimension := NAME | UNIT '(' NAME [',' STRING] ')' | 'geohash' '(' NAME ',' INT ')'   ['as' NAME]
+               | 'limit' INT ['per' NAME (',' NAME)*] | 'compare' ['to'] 'previous' 'period'
+               | 'fill' ('zero' | 'zeros') | 'after' STRING
+    measure   := aggregate ['filter' '(' ['where'] filter ')'] ['as' NAME]
+               | expr 'as' NAME                 (arithmetic between other measures' columns)
+    aggregate := NAME | NAME '(' NAME [',' NUMBER] ')' | 'count' '(' '*' ')'
+    expr      := term (('+' | '-') term)* ; term := factor (('*' | '/') factor)*
+    factor    := NUMBER | NAME | '(' expr ')'
+    dimension := NAME | UNIT '(' NAME [',' STRING] ')' | 'geohash' '(' NAME ',' INT ')'
+               | 'histogram' '(' NAME ',' NUMBER ')'                 ['as' NAME]
     filter    := and ('or' and)* ; and := not ('and' not)* ; not := 'not' not | atom
     atom      := '(' filter ')' | NAME op value | NAME ['not'] 'in' ('(' values ')' | PARAM)
-               | NAME 'is' ['not'] 'null'
+               | NAME 'is' ['not'] 'null' | NAME              (a boolean field: NAME = true)
                | NAME ':' value | NAME ':' '(' value ('or' value)* ')' | NAME ':' '*'     (KQL-like)
     range     := 'last' [INT] UNIT | 'this' UNIT | 'today' | 'yesterday'
                | (STRING|PARAM) '..' (STRING|PARAM) | 'from' (STRING|PARAM) 'to' (STRING|PARAM)
@@ -24,27 +31,34 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from query_dsl import guards
 from query_dsl.ast import (
     TIME_UNITS,
     AbsoluteRange,
     And,
+    AnyMeasure,
+    BinOp,
+    Calc,
     Compare,
     CompareOp,
     Dimension,
+    Expr,
     FieldDim,
     Filter,
     GeoDim,
+    HistogramDim,
     InList,
     IsNull,
     Measure,
     Not,
+    Num,
     Or,
     OrderItem,
     Param,
     Query,
+    Ref,
     RelativeRange,
     TimeDim,
     TimeRange,
@@ -60,7 +74,7 @@ _TOKEN = re.compile(
   | (?P<string>'(?:[^']|'')*'|"(?:[^"]|"")*")
   | (?P<param>\$[A-Za-z_][A-Za-z0-9_]*)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>\.\.|>=|<=|!=|<>|==|[=<>:(),*])
+  | (?P<op>\.\.|>=|<=|!=|<>|==|[=<>:(),*+/-])
     """,
     re.VERBOSE,
 )
@@ -68,7 +82,10 @@ _OPS: dict[str, CompareOp] = {
     "=": "eq", "==": "eq", "!=": "ne", "<>": "ne", "<": "lt", "<=": "lte", ">": "gt", ">=": "gte",
 }  # fmt: skip
 _PERCENTILE = re.compile(r"^p(\d{1,2})(?:_(\d{1,3}))?$")
-_CLAUSES = ("by", "where", "having", "during", "zone", "order", "limit", "compare")
+_CLAUSES = ("by", "where", "having", "during", "zone", "order", "limit", "compare", "fill", "after")
+_ARITHMETIC = ("+", "-", "*", "/")
+# What may follow a bare boolean field in a filter (``where is_cancelled and ...``).
+_AFTER_BARE = {"and", "or", *_CLAUSES}
 _UNIT_WORDS = {u: u for u in TIME_UNITS} | {f"{u}s": u for u in TIME_UNITS}
 
 T = TypeVar("T")
@@ -187,7 +204,13 @@ class _Parser:
 
     # query --------------------------------------------------------------------------------
     def query(self) -> Query:
-        measures = tuple(self.comma_list(self.measure))
+        select: tuple[str, ...] = ()
+        measures: tuple[AnyMeasure, ...] = ()
+        if self.at_word("select"):
+            self.advance()
+            select = tuple(self.comma_list(lambda: self.name("a field to list")))
+        else:
+            measures = tuple(self.comma_list(self.measure))
         parts: dict[str, object] = {}
         while self.tok.kind != "end":
             if not self.at_word(*_CLAUSES):
@@ -201,16 +224,23 @@ class _Parser:
                 "a query needs a time range: add e.g. 'during last 7 days' or \"during '2026-11-01' .. "
                 "'2026-11-08'\""
             )
+        time_range, time_field = cast(tuple[TimeRange, str], parts["during"])
+        limit, per = cast(tuple[int | None, tuple[str, ...]], parts.get("limit", (None, ())))
         return Query(
             measures=measures,
-            time_range=cast(TimeRange, parts["during"]),
+            time_range=time_range,
             dimensions=cast(tuple[Dimension, ...], parts.get("by", ())),
             filter=cast(Filter | None, parts.get("where")),
             having=cast(Filter | None, parts.get("having")),
             order=cast(tuple[OrderItem, ...], parts.get("order", ())),
-            limit=cast(int | None, parts.get("limit")),
+            limit=limit,
             zone=cast(str, parts.get("zone", Query.__dataclass_fields__["zone"].default)),
             compare=cast(None, parts.get("compare")),
+            per=per,
+            fill=bool(parts.get("fill", False)),
+            time_field=time_field,
+            select=select,
+            cursor=cast(str | None, parts.get("after")),
         )
 
     def clause(self, clause: str) -> object:
@@ -219,21 +249,70 @@ class _Parser:
         if clause in ("where", "having"):
             return self.filter(0)
         if clause == "during":
-            return self.range()
-        if clause == "zone":
+            time_range = self.range()
+            field = Query.__dataclass_fields__["time_field"].default
+            if self.at_word("on"):
+                self.advance()
+                field = self.name("a time field (from_date, booking_created, to_date)")
+            return time_range, field
+        if clause in ("zone", "after"):
             return self.string()
         if clause == "order":
             self.word("by")
             return tuple(self.comma_list(self.order_item))
         if clause == "limit":
-            return self.integer("a row limit (an integer)")
+            return self.limit()
+        if clause == "fill":
+            self.word("zero", "zeros")
+            return True
         if self.at_word("to"):  # compare [to] previous period
             self.advance()
         self.word("previous")
         self.word("period")
         return "previous_period"
 
-    def measure(self) -> Measure:
+    def limit(self) -> tuple[int, tuple[str, ...]]:
+        count = self.integer("a row limit (an integer)")
+        per: tuple[str, ...] = ()
+        if self.at_word("per"):
+            self.advance()
+            per = tuple(self.comma_list(lambda: self.name("a dimension column")))
+        return count, per
+
+    def measure(self) -> AnyMeasure:
+        """An aggregate (optionally filtered), or arithmetic between other measures' columns."""
+        start = self.i
+        if self.tok.kind == "name" and not self._arithmetic_follows_name():
+            measure = self.aggregate()
+            if self.at_op(*_ARITHMETIC):
+                self.i = start
+                raise self.fail("a name or a number: arithmetic takes measure columns, not aggregates "
+                                "(write 'sum(distance_km) as total, total / count as mean')")  # fmt: skip
+            if self.at_word("filter"):
+                self.advance()
+                self.op("(")
+                if self.at_word("where"):
+                    self.advance()
+                where = self.filter(1)
+                self.op(")")
+                measure = Measure(measure.fn, measure.field, measure.p, None, where)
+            alias = self.alias()
+            return Measure(measure.fn, measure.field, measure.p, alias, measure.where)
+        expr = self.expr(0)
+        if not self.at_word("as"):
+            raise self.fail("'as NAME': an arithmetic measure needs a name")
+        alias = self.alias()
+        assert alias is not None
+        return Calc(expr, alias)
+
+    def _arithmetic_follows_name(self) -> bool:
+        """``cancelled / count``: a name followed by an operator is a column in an expression."""
+        following = self.tokens[min(self.i + 1, len(self.tokens) - 1)]
+        if following.kind == "op" and following.text in _ARITHMETIC:
+            return True
+        return following.kind == "number" and following.text.startswith("-")  # count-1
+
+    def aggregate(self) -> Measure:
         fn = self.name("a measure (count, cancellation_rate, avg(field), p95(field), ...)")
         field: str | None = None
         p: float | None = None
@@ -250,7 +329,49 @@ class _Parser:
         match = _PERCENTILE.match(fn.lower())
         if match and field is not None and p is None:
             fn, p = "percentile", float(f"{match.group(1)}.{match.group(2) or 0}")
-        return Measure(fn.lower(), field, p, self.alias())
+        return Measure(fn.lower(), field, p)
+
+    # arithmetic ---------------------------------------------------------------------------
+    def expr(self, depth: int) -> Expr:
+        guards.check_depth(depth)
+        node = self.term(depth)
+        while self.at_op("+", "-") or self._split_negative_number():
+            op = cast(Literal["+", "-"], self.advance().text)
+            node = BinOp(op, node, self.term(depth))
+        return node
+
+    def term(self, depth: int) -> Expr:
+        node = self.factor(depth)
+        while self.at_op("*", "/"):
+            op = cast(Literal["*", "/"], self.advance().text)
+            node = BinOp(op, node, self.factor(depth))
+        return node
+
+    def factor(self, depth: int) -> Expr:
+        tok = self.tok
+        if tok.kind == "number":
+            self.advance()
+            return Num(float(tok.text))
+        if tok.kind == "name":
+            return Ref(self.advance().text)
+        if self.at_op("("):
+            self.advance()
+            inner = self.expr(depth + 1)
+            self.op(")")
+            return inner
+        raise self.fail("a measure column, a number or '('")
+
+    def _split_negative_number(self) -> bool:
+        """``count -1`` tokenizes as a negative number; after an operand it is a subtraction: the
+        token becomes ``-`` and the number."""
+        tok = self.tok
+        if tok.kind != "number" or not tok.text.startswith("-"):
+            return False
+        self.tokens[self.i : self.i + 1] = [
+            Token("op", "-", tok.pos),
+            Token("number", tok.text[1:], tok.pos + 1),
+        ]
+        return True
 
     def number(self, what: str) -> float:
         tok = self.tok
@@ -271,6 +392,13 @@ class _Parser:
                 zone = self.string()
             self.op(")")
             return TimeDim(field, _UNIT_WORDS[lower], zone, self.alias())
+        if self.at_op("(") and lower == "histogram":
+            self.advance()
+            field = self.name("a number field")
+            self.op(",")
+            width = self.number("a bucket width (a positive number)")
+            self.op(")")
+            return HistogramDim(field, width, self.alias())
         if self.at_op("(") and lower == "geohash":
             self.advance()
             field = self.name("a point (pickup, dropoff)")
@@ -279,7 +407,9 @@ class _Parser:
             self.op(")")
             return GeoDim(field, precision, self.alias())
         if self.at_op("("):
-            raise self.fail(f"a dimension; {first}(...) is not a bucket function (minute..month, geohash)")
+            raise self.fail(
+                f"a dimension; {first}(...) is not a bucket function (minute..month, geohash, histogram)"
+            )
         return FieldDim(first, self.alias())
 
     def order_item(self) -> OrderItem:
@@ -336,6 +466,8 @@ class _Parser:
         if self.at_word("not"):
             self.advance()
             negated = True
+        if not negated and (self.tok.kind == "end" or self.at_op(")") or self.tok.word() in _AFTER_BARE):
+            return Compare(field, "eq", True)  # a bare boolean field: ``where is_cancelled``
         if self.at_word("in"):
             self.advance()
             if self.tok.kind == "param":
@@ -438,8 +570,12 @@ def parse_filter(text: str) -> Filter:
     return _parse(text, lambda p: p.filter(0))
 
 
-def parse_measure(text: str) -> Measure:
+def parse_measure(text: str) -> AnyMeasure:
     return _parse(text, _Parser.measure)
+
+
+def parse_expr(text: str) -> Expr:
+    return _parse(text, lambda p: p.expr(0))
 
 
 def parse_dimension(text: str) -> Dimension:

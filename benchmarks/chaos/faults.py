@@ -20,8 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from deploy.stack.kafkawire import fetch_metadata
 from deploy.stack.processes import live_pid
-from xrides.kafka import KafkaAdmin, KafkaConfig
 from xrides.ride import example_ride
 from xrides.topics import RIDES
 
@@ -34,8 +34,13 @@ def stack_dir(env: dict[str, str]) -> Path:
 
 
 def kafka_leader(bootstrap: str) -> str:
-    """The launcher's name of the broker leading most partitions of ``rides`` (node id n is kafka-n)."""
-    leaders = KafkaAdmin(KafkaConfig(bootstrap, "xrides-chaos")).leaders(RIDES.name)
+    """The launcher's name of the broker leading most partitions of ``rides`` (node id n is kafka-n).
+
+    Asked over the wire with the launcher's own Metadata request: a librdkafka admin client made
+    and dropped just before its broker is killed once crashed the whole process (a segfault in
+    its background thread)."""
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
+    leaders = fetch_metadata(host, int(port), all_topics=True).leaders[RIDES.name]
     node, _ = collections.Counter(leaders.values()).most_common(1)[0]
     return f"kafka-{node}"
 

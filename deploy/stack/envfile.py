@@ -90,6 +90,8 @@ def stack_variables(
         "XRIDES_PROMETHEUS_URL": t.prometheus_url,
         "XRIDES_API_URL": t.api_url,
         "XRIDES_API_KEY": api_key,
+        # where the API forwards POST /v1/query (the query service, query_service/)
+        "XRIDES_QUERY_URL": f"http://{t.host}:{t.metrics_port('query-service')}",
         # what the API's GET /v1/health asks besides the stores (every other platform process)
         "XRIDES_HEALTH_PEERS": ",".join(
             f"{p.name}={p.health_url}" for p in processes if p.module != "ingest_service"

@@ -23,10 +23,12 @@ class KafkaWireError(OSError):
 
 @dataclass(frozen=True)
 class ClusterView:
-    """What a Metadata answer says: live brokers and topic -> partition count."""
+    """What a Metadata answer says: live brokers, topic -> partition count, and topic -> partition ->
+    the node id of its leader (-1: none)."""
 
     brokers: int
     topics: dict[str, int] = field(default_factory=dict)
+    leaders: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 class _Reader:
@@ -77,20 +79,23 @@ def parse_metadata(body: bytes) -> ClusterView:
     reader.string()  # cluster_id
     reader.take(">i")  # controller_id
     topics: dict[str, int] = {}
+    leaders: dict[str, dict[int, int]] = {}
     for _ in range(max(0, reader.take(">i"))):
         error_code = reader.take(">h")
         name = reader.string() or ""
         reader.take(">b")  # is_internal
         partitions = max(0, reader.take(">i"))
+        led: dict[int, int] = {}
         for _ in range(partitions):
             reader.take(">h")  # error_code
-            reader.take(">i")  # partition_index
-            reader.take(">i")  # leader_id
+            index = reader.take(">i")  # partition_index
+            led[index] = reader.take(">i")  # leader_id
             reader.int32_array()  # replica_nodes
             reader.int32_array()  # isr_nodes
         if error_code == 0:
             topics[name] = partitions
-    return ClusterView(brokers=max(0, brokers), topics=topics)
+            leaders[name] = led
+    return ClusterView(brokers=max(0, brokers), topics=topics, leaders=leaders)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:

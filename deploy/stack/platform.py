@@ -103,6 +103,8 @@ def platform_processes(topology: Topology) -> tuple[PlatformProcess, ...]:
         worker("flink-job", job, nice=10, timeout=180.0),
         worker("archiver", ("-m", "archiver", "serve"), nice=10),
         worker("reconcile", ("-m", "reconcile", "serve"), nice=10),
+        # the query DSL in its own process: the API forwards POST /v1/query to it (XRIDES_QUERY_URL)
+        worker("query-service", ("-m", "query_service"), nice=10),
     )
 
 

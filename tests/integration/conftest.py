@@ -19,6 +19,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+LAST = "test_zzz_main_data_reconciles.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The reconciler over the main data runs after every other test of the session (unit and
+    client tests included: the hook sees the whole session's items), so whatever any of them wrote
+    has been checked."""
+    items.sort(key=lambda item: LAST in item.nodeid)
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

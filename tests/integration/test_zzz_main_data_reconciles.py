@@ -2,7 +2,7 @@
 
 Every test that damages data does it in its own database, topic and index prefix; one that reached
 into the main data (a benchmark's cleanup once deleted rides other tests had posted) shows up here.
-``tests/conftest.py`` orders this test after every other one of the session.
+``tests/integration/conftest.py`` orders this test after every other one of the session.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 SETTLE_S = 180.0  # rides posted by the last tests may still be on their way to Elasticsearch
 
 
-def reconcile(stack_env: dict[str, str]) -> tuple[int, dict[str, object]]:
+def reconcile(stack_env: dict[str, str]) -> tuple[int, dict[str, Any]]:
     env = {**os.environ, **stack_env, "XRIDES_LOG_LEVEL": "WARNING"}
     result = subprocess.run(
         [sys.executable, "-m", "reconcile", "run", "--json"],

@@ -16,7 +16,15 @@ CLIENT_COMPARISON = REPO / "benchmarks" / "kafka_clients.py"
 # Shared libraries: imported by others, import only libraries.
 LIBRARIES = {"xrides": set(), "query_dsl": {"xrides"}}
 # One folder per deployable process: each imports only the libraries (and itself).
-DEPLOYABLES = ("ingest_service", "persister", "indexer", "flink_jobs", "archiver", "reconcile")
+DEPLOYABLES = (
+    "ingest_service",
+    "persister",
+    "indexer",
+    "flink_jobs",
+    "archiver",
+    "reconcile",
+    "query_service",
+)
 # Tools run by people, CI and the launcher; never deployed as platform processes.
 TOOLS = ("loadgen", "dashboards", "benchmarks", "deploy")
 FIRST_PARTY = {*LIBRARIES, *DEPLOYABLES, *TOOLS}

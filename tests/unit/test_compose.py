@@ -2,8 +2,9 @@
 
 The file cannot be run here, so it is checked against the sources of truth instead: the launcher's
 registry of platform processes (``deploy/stack/platform.py``), each process's settings dataclass,
-the topics the local stack creates, the installed client libraries, and the Prometheus config it
-mounts. ``docker compose config`` and ``promtool check config`` also run when those tools exist.
+the topic registry, the installed client libraries, and the Prometheus config it mounts. The real
+tools run too, installed by the project when missing: ``docker-compose config`` (built from its Go
+module by deploy/validate) and ``promtool check config`` (Debian's prometheus, as ``make up``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import dataclasses
 import importlib
 import importlib.metadata
 import inspect
+import json
 import os
 import re
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -25,11 +26,18 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import pytest
 import yaml
 
-from deploy.render import compose_topic_args
+from deploy.render import CLUSTER_BROKERS, compose_topic_args
 from deploy.stack import envfile
 from deploy.stack import settings as stack_settings
+from deploy.stack.artifacts import ensure_debian_package
 from deploy.stack.platform import REGISTRY, PlatformProcess
+from deploy.validate import checks, toolchain
+from flink_jobs.rides_job import checkpoint_uri, on_cluster
+from flink_jobs.settings import StreamSettings
+from indexer.settings import IndexerSettings
 from ingest_service.settings import ApiSettings
+from xrides.settings import load_settings
+from xrides.topics import BY_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -407,18 +415,25 @@ def test_platform_env_names_are_settings_of_the_process(services: dict[str, dict
     checked_api = False
     for name, spec in services.items():
         env = _environment(spec)
-        if not _runs_platform_code(spec):
-            continue
         module = _module_of(_command(spec))
+        if not _runs_platform_code(spec):
+            # the Flink image's job supervisor reads its settings too; engines read none
+            if module is None:
+                assert not [v for v in env if v.startswith("XRIDES_")], (
+                    f"{name!r} runs no process that reads XRIDES_*"
+                )
+                continue
+            env = {k: v for k, v in env.items() if k.startswith("XRIDES_")}
         assert module, f"platform service {name!r} should run `python -m <module>`"
         for variable in env:
             assert variable.startswith("XRIDES_"), f"{name!r}: {variable} is not an XRIDES_* setting"
         fields = _settings_fields(module)
+        assert fields is not None, (
+            f"{name!r}: {module} has no settings dataclass to check its variables against"
+        )
         if module == "ingest_service":
             assert fields == {f.name for f in dataclasses.fields(ApiSettings)}
             checked_api = True
-        if fields is None:
-            continue
         for variable in env:
             field = variable.removeprefix("XRIDES_").lower()
             assert field in fields, (
@@ -483,28 +498,33 @@ def test_credentials_agree_with_the_services_that_own_them(services: dict[str, d
 # --- Kafka -------------------------------------------------------------------------------------
 
 
+def _brokers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {
+        name: _environment(spec) for name, spec in services.items() if "KAFKA_NODE_ID" in _environment(spec)
+    }
+
+
 def test_topics_one_shot_creates_the_platform_topics_replicated(services: dict[str, dict[str, Any]]) -> None:
-    assert _command(services["topics"]) == compose_topic_args(), "the compose topics differ from the registry"
+    assert _command(services["topics"]) == compose_topic_args(), (
+        "the compose topics differ from the registry: `python -m deploy.render --compose-topics`"
+    )
     topics = services["topics"]
     script = [source for source, target in _volume_mounts(topics) if target in " ".join(topics["entrypoint"])]
     assert script, "the topics entrypoint script is not mounted"
     assert (REPO / script[0]).is_file()
 
-    brokers = {
-        name: _environment(spec) for name, spec in services.items() if "KAFKA_NODE_ID" in _environment(spec)
-    }
-    env = _environment(topics)
-    replication, min_isr = int(env["REPLICATION_FACTOR"]), int(env["MIN_INSYNC_REPLICAS"])
-    assert replication <= len(brokers)
-    # acks=all is only worth something when a write needs more than the leader.
-    if len(brokers) > 1:
-        assert 1 < min_isr < replication, (
-            "with replicas, min.insync.replicas must be >1 and leave one to lose"
-        )
+    brokers = _brokers(services)
+    assert len(brokers) == CLUSTER_BROKERS, "the topics are rendered for the brokers the file runs"
+    specs = [arg.split(":") for arg in _command(topics)]
+    assert {spec[0] for spec in specs} == set(BY_NAME), "every registry topic, rides.es and rides.es-dlq too"
+    for name, _partitions, _retention, replication, min_isr in specs:
+        assert (int(replication), int(min_isr)) == BY_NAME[name].replication_on(len(brokers)), name
+        # acks=all is only worth something when a write needs more than the leader
+        assert 1 < int(min_isr) < int(replication) <= len(brokers), name
     for name, broker in brokers.items():
-        assert int(broker["KAFKA_MIN_INSYNC_REPLICAS"]) == min_isr, name
-        assert int(broker["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == replication, name
-        assert int(broker["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == replication, name
+        assert int(broker["KAFKA_MIN_INSYNC_REPLICAS"]) == 2, name
+        assert int(broker["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == len(brokers), name
+        assert int(broker["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == len(brokers), name
         assert broker["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", name
         voters = {
             voter.split("@")[1].split(":")[0] for voter in broker["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
@@ -514,6 +534,44 @@ def test_topics_one_shot_creates_the_platform_topics_replicated(services: dict[s
     assert len({broker["CLUSTER_ID"] for broker in brokers.values()}) == 1, (
         "brokers of one cluster share CLUSTER_ID"
     )
+
+
+def test_create_topics_script_creates_what_the_registry_says(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The one-shot's script itself, run with a stand-in for kafka-topics.sh that records its calls."""
+    calls = tmp_path / "calls"
+    stub = tmp_path / "kafka-topics.sh"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n', encoding="utf-8")
+    stub.chmod(0o755)
+    topics = services["topics"]
+    (script,) = [
+        source for source, target in _volume_mounts(topics) if target in " ".join(topics["entrypoint"])
+    ]
+    env = {"PATH": os.environ["PATH"], "KAFKA_TOPICS_CMD": str(stub), "BOOTSTRAP_SERVERS": "kafka-1:9092"}
+    result = subprocess.run(
+        ["bash", str(REPO / script), *_command(topics)], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    created = {}
+    for line in calls.read_text(encoding="utf-8").splitlines():
+        if "--create" in line:
+            args = line.split()
+            created[args[args.index("--topic") + 1]] = args
+    assert set(created) == set(BY_NAME)
+    for name, args in created.items():
+        replication, min_isr = BY_NAME[name].replication_on(CLUSTER_BROKERS)
+        assert args[args.index("--replication-factor") + 1] == str(replication), name
+        assert f"min.insync.replicas={min_isr}" in args, name
+        assert args[args.index("--partitions") + 1] == str(BY_NAME[name].partitions_on(CLUSTER_BROKERS)), name
+    bad = subprocess.run(
+        ["bash", str(REPO / script), "rides:12:604800000:2:3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2, "min.insync.replicas above the replication must be refused"
 
 
 # --- Prometheus and Grafana --------------------------------------------------------------------
@@ -671,47 +729,125 @@ def test_every_variable_has_a_default_and_is_documented_in_env_example(raw_text:
     )
 
 
-# --- the real tools, where they exist ------------------------------------------------------------
+# --- Flink, Elasticsearch: what the processes need from the engines -------------------------------
 
 
-def _docker_compose_works() -> bool:
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    probe = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, check=False, timeout=60
+def _flink_properties(services: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load(_environment(services[name])["FLINK_PROPERTIES"]))
+
+
+def test_flink_job_is_supervised_and_restores_from_s3(services: dict[str, dict[str, Any]]) -> None:
+    conf = _flink_properties(services, "jobmanager")
+    assert conf == _flink_properties(services, "taskmanager"), "one configuration for the whole cluster"
+    job = services["flink-job"]
+    assert _command(job) == ["python", "-m", "flink_jobs", "submit"], (
+        "the supervisor, as in the cluster profile"
     )
-    return probe.returncode == 0
-
-
-@pytest.mark.parametrize("profiles", [[], ["--profile", "later"]], ids=["default", "later"])
-def test_docker_compose_config_accepts_the_file(profiles: list[str]) -> None:
-    # `docker compose config` parses and validates client-side; no engine is needed.
-    if not _docker_compose_works():
-        pytest.skip("the docker compose plugin is not installed; the YAML checks above still ran")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("XRIDES_", "COMPOSE_"))}
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), *profiles, "config", "--quiet"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+    settings = load_settings(
+        StreamSettings, {k: v for k, v in _environment(job).items() if k.startswith("XRIDES_")}
     )
-    assert result.returncode == 0, result.stderr
-    assert "variable is not set" not in result.stderr, result.stderr
+    assert on_cluster(settings)
+    # checkpoints on S3 (MinIO) below the cluster's own directory, in a bucket minio-setup creates
+    assert checkpoint_uri(settings).startswith(str(conf["execution.checkpointing.dir"]).rstrip("/") + "/")
+    bucket = str(conf["execution.checkpointing.dir"]).removeprefix("s3://").split("/", 1)[0]
+    assert _environment(services["minio-setup"])["FLINK_BUCKET"] == bucket
+    endpoint = urlsplit(str(conf["s3.endpoint"]))
+    assert endpoint.hostname == urlsplit(settings.s3_endpoint).hostname == "minio"
+    assert endpoint.port in _container_ports(services["minio"])
+    assert (conf["s3.access-key"], conf["s3.secret-key"]) == (settings.s3_access_key, settings.s3_secret_key)
+    # the supervisor and `flink run` both reach the JobManager's REST port
+    rest = urlsplit(settings.flink_rest_url)
+    assert (rest.hostname, rest.port) == (conf["rest.address"], conf["rest.port"])
+    assert rest.port in _container_ports(services["jobmanager"])
+    client_dir = _mounted_file(job, settings.flink_conf_dir)
+    client = yaml.safe_load((client_dir / "config.yaml").read_text(encoding="utf-8"))
+    assert (client["rest.address"], client["rest.port"]) == (rest.hostname, rest.port)
+    assert (client_dir / "log4j-cli.properties").is_file()
+    assert settings.flink_parallelism <= int(conf["taskmanager.numberOfTaskSlots"]), (
+        "one TaskManager holds it"
+    )
+    assert "PrometheusReporterFactory" in conf["metrics.reporter.prom.factory.class"], (
+        "the cluster's reporter"
+    )
+
+
+def test_indexer_puts_lifecycle_policies_and_fitting_replicas(services: dict[str, dict[str, Any]]) -> None:
+    env = {k: v for k, v in _environment(services["es-indexer"]).items() if k.startswith("XRIDES_")}
+    indexer = load_settings(IndexerSettings, env)
+    assert _environment(services["elasticsearch"])["discovery.type"] == "single-node"
+    assert indexer.es_replicas == 0, "one node: a replica could never be assigned (the cluster stays yellow)"
+    assert indexer.es_lifecycle, "the official image has ILM: the templates' policies own retention"
+    script = (REPO / "deploy" / "compose" / "elasticsearch" / "es-setup.sh").read_text(encoding="utf-8")
+    role = json.loads(script.split("/_security/role/xrides_platform '", 1)[1].split("'", 1)[0])
+    patterns = {name for entry in role["indices"] for name in entry["names"]}
+    prefixes = (
+        indexer.es_rides_prefix,
+        indexer.es_demand_prefix,
+        indexer.es_logs_prefix,
+        indexer.es_failed_prefix,
+    )
+    assert {f"{prefix}*" for prefix in prefixes} <= patterns, (
+        "the platform's role must reach every index family"
+    )
+    assert "manage_ilm" in role["cluster"]
+
+
+def test_every_long_running_platform_service_is_scraped(services: dict[str, dict[str, Any]]) -> None:
+    """Registered or not (the query service): a platform process that listens is a Prometheus job."""
+    config = yaml.safe_load((REPO / "deploy" / "compose" / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {
+        job["job_name"]: {t for group in job.get("static_configs", []) for t in group["targets"]}
+        for job in config["scrape_configs"]
+    }
+    for name, spec in services.items():
+        if _runs_platform_code(spec) and str(spec.get("restart", "")) != "no" and spec.get("expose"):
+            (port,) = [int(p) for p in spec["expose"]]
+            assert f"{name}:{port}" in targets.get(name, set()), f"Prometheus does not scrape {name}:{port}"
+
+
+# --- the real tools, installed by the project when missing ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tools() -> toolchain.Toolchain:
+    """docker-compose built from its Go module (make validate does it first; here only if missing)."""
+    return toolchain.ensure()
+
+
+def test_docker_compose_config_accepts_the_file(
+    tools: toolchain.Toolchain, services: dict[str, dict[str, Any]]
+) -> None:
+    # `docker-compose config` parses, interpolates and validates client-side; no engine is needed.
+    for profiles in ((), checks.compose_profiles()):
+        report = checks.compose_config(tools, profiles=profiles)
+        assert report.ok, report.output
+    assert set(report.services) == set(services), "with every profile, every service of the file"
+
+
+BROKEN_COMPOSE = {
+    "unknown-key": "services:\n  a:\n    image: busybox:1.36\n    restartt: always\n",
+    "wrong-type": "services:\n  a:\n    image: busybox:1.36\n    ports: 8080\n",
+    "missing-dependency": "services:\n  a:\n    image: busybox:1.36\n    depends_on: [b]\n",
+    "undeclared-volume": "services:\n  a:\n    image: busybox:1.36\n    volumes: ['data:/data']\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_COMPOSE))
+def test_docker_compose_config_refuses_a_broken_file(
+    tools: toolchain.Toolchain, tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / "compose.yml"
+    path.write_text(BROKEN_COMPOSE[name], encoding="utf-8")
+    report = checks.compose_config(tools, compose_file=path)
+    assert not report.ok, f"{name}: docker-compose config accepted it"
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
-    promtool = shutil.which("promtool") or (
-        stack_settings.PROMTOOL_BIN if Path(stack_settings.PROMTOOL_BIN).is_file() else None
-    )
-    if promtool is None:
-        pytest.skip("promtool is not installed (make up installs it); the YAML checks above still ran")
+    promtool = Path(stack_settings.PROMTOOL_BIN)
+    ensure_debian_package(promtool, stack_settings.PROMETHEUS_PACKAGE)  # what `make up` installs
     config = REPO / "deploy" / "compose" / "prometheus.yml"
     result = subprocess.run(
-        [promtool, "check", "config", "--syntax-only", str(config)],
+        [str(promtool), "check", "config", "--syntax-only", str(config)],
         capture_output=True,
         text=True,
         check=False,

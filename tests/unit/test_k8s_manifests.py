@@ -1,10 +1,12 @@
 """deploy/k8s agrees with the platform it deploys (no cluster needed).
 
-The manifests cannot be applied here, so they are checked against the sources of truth instead:
-the launcher's registry of platform processes (``deploy/stack/platform.py``), each process's
-settings dataclass, the topics the code uses, the Prometheus rule files, and the versions that
-docker-compose.yml and the installed clients pin. ``kubectl kustomize`` also runs when kubectl
-exists. docs/architecture.md explains the design the manifests describe.
+The manifests cannot be applied here, so they are checked by kubeconform against Kubernetes' and
+the operators' schemas (deploy/validate, which fetches and builds the tools), and against the
+sources of truth: the launcher's registry of platform processes (``deploy/stack/platform.py``),
+each process's settings dataclass, the topic registry, the index templates' lifecycle policies,
+the Prometheus rule files, and the versions that docker-compose.yml and the installed clients pin.
+docs/architecture.md explains the design the manifests describe; docs/deployment.md what is
+validated and what cannot be.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import importlib
 import importlib.metadata
 import inspect
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,17 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from deploy.render import kafka_topics_yaml
-from deploy.stack.platform import REGISTRY, PlatformProcess
+from deploy.render import CLUSTER_BROKERS, kafka_topics_yaml
+from deploy.stack.cluster_services import S3_PLUGIN
+from deploy.stack.platform import REGISTRY, PlatformProcess, platform_processes
+from deploy.stack.topology import Topology
+from deploy.validate import checks, toolchain
+from flink_jobs.rides_job import checkpoint_uri, on_cluster
 from flink_jobs.settings import StreamSettings
 from indexer.settings import IndexerSettings
 from ingest_service.settings import ApiSettings
 from persister.settings import PersisterSettings
+from xrides.search.templates import LIFECYCLE_DAYS, lifecycle_policy
 from xrides.settings import PREFIX, load_settings
 from xrides.topics import TOPICS, Topic
 
@@ -54,9 +59,21 @@ PG_ROLE_SECRETS = {
     "api": "xrides-pg-reader",
     "reconcile": "xrides-pg-reader",
     "archiver": "xrides-pg-archiver",
+    "query-service": "xrides-pg-reader",
 }
 # Packages whose settings the XRIDES_* variables of a container are checked against.
-SETTINGS_PACKAGES = ("ingest_service", "persister", "flink_jobs", "query_dsl", "archiver")
+SETTINGS_PACKAGES = (
+    "ingest_service",
+    "persister",
+    "flink_jobs",
+    "indexer",
+    "archiver",
+    "reconcile",
+    "query_dsl",
+    "query_service",
+)
+COMPOSE_FLINK_CLIENT = REPO / "deploy" / "compose" / "flink" / "client" / "config.yaml"
+FLINK_DOCKERFILE = REPO / "deploy" / "compose" / "flink" / "Dockerfile"
 
 Doc = dict[str, Any]
 
@@ -215,17 +232,100 @@ def test_kustomization_lists_exactly_the_files_present(objects: list[Doc]) -> No
     assert kustomization.get("namespace") == namespace
 
 
-def test_kubectl_kustomize_builds_the_folder(objects: list[Doc]) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    assert len(built) == len(objects)
-    assert all(doc["metadata"].get("namespace") == "xrides" for doc in built if doc["kind"] != "Namespace")
+# --- kubeconform: every resource against its schema (deploy/validate) ------------------------
+
+
+@pytest.fixture(scope="module")
+def tools() -> toolchain.Toolchain:
+    """kubeconform and the schemas, fetched by the project when missing (make validate does it first)."""
+    return toolchain.ensure()
+
+
+def test_kubeconform_accepts_every_resource_strictly(tools: toolchain.Toolchain, objects: list[Doc]) -> None:
+    report = checks.kubeconform(tools)
+    problems = [f"{r.filename}: {r.kind}/{r.name}: {r.status}: {r.message}" for r in report.problems()]
+    assert report.ok, "\n".join(problems) or report.stderr
+    validated = {(r.kind, r.name) for r in report.valid()}
+    declared = {(doc["kind"], doc["metadata"]["name"]) for doc in objects}
+    assert validated == declared, "kubeconform must have validated every resource of deploy/k8s, no more"
+    custom = {doc["kind"] for doc in objects if "." in doc["apiVersion"].split("/")[0]}
+    assert {"Kafka", "KafkaTopic", "Elasticsearch", "Cluster", "ObjectStore", "FlinkDeployment"} <= custom
+
+
+# Broken on purpose, one mistake each: kubeconform must call every one invalid.
+BROKEN = {
+    "deployment-type": """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken}
+spec:
+  replicas: "two"
+  selector: {matchLabels: {app: broken}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec: {containers: [{name: c, image: "x:1"}]}
+""",
+    "deployment-unknown-field": """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken}
+spec:
+  selector: {matchLabels: {app: broken}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec: {containers: [{name: c, image: "x:1", envFrom: [], enviroment: []}]}
+""",
+    "kafkatopic": """
+apiVersion: kafka.strimzi.io/v1beta2
+kind: KafkaTopic
+metadata: {name: broken, labels: {strimzi.io/cluster: xrides}}
+spec: {partitions: "three", replicas: 3}
+""",
+    "cnpg-cluster": """
+apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata: {name: broken}
+spec: {instances: 3, storage: {size: 1Gi}, backups: {}}
+""",
+    "objectstore-retention": """
+apiVersion: barmancloud.cnpg.io/v1
+kind: ObjectStore
+metadata: {name: broken}
+spec: {retentionPolicy: "30 days", configuration: {destinationPath: "s3://b/"}}
+""",
+    "flink-version": """
+apiVersion: flink.apache.org/v1beta1
+kind: FlinkDeployment
+metadata: {name: broken}
+spec: {image: "x:1", flinkVersion: v9_9, serviceAccount: flink}
+""",
+    "elasticsearch-count": """
+apiVersion: elasticsearch.k8s.elastic.co/v1
+kind: Elasticsearch
+metadata: {name: broken}
+spec: {version: 9.2.4, nodeSets: [{name: a, count: "three"}]}
+""",
+    "servicemonitor-interval": """
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: broken}
+spec: {selector: {}, endpoints: [{port: http, interval: 5}]}
+""",
+    "unknown-kind": """
+apiVersion: example.com/v1
+kind: Gadget
+metadata: {name: broken}
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_kubeconform_refuses_a_broken_resource(tools: toolchain.Toolchain, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(BROKEN[name], encoding="utf-8")
+    report = checks.kubeconform(tools, [path])
+    assert not report.ok
+    assert [r.status for r in report.resources] in (["invalid"], ["error"]), report.resources
 
 
 def test_images_are_pinned_and_equal_the_compose_images(objects: list[Doc]) -> None:
@@ -239,10 +339,14 @@ def test_images_are_pinned_and_equal_the_compose_images(objects: list[Doc]) -> N
                 continue
             tag = image.rsplit("/", 1)[-1].partition(":")[2]
             assert tag and tag != "latest", f"{_where(doc, container)}: image {image!r} is not pinned"
-            if _module_of(doc, container) or "/scripts/" in " ".join(container.get("command") or []):
-                assert image == platform_image, f"{_where(doc, container)}: not the platform image"
-    flink = _one(objects, "FlinkDeployment", "flink-job")["spec"]
-    assert flink["image"] == flink_image
+            module = _module_of(doc, container)
+            # `flink run` needs Java, PyFlink's CLI and the cluster's lib/: the job's supervisor
+            # runs in the Flink image, as compose's flink-job does
+            wanted = flink_image if module and module.startswith("flink_jobs") else platform_image
+            if module or "/scripts/" in " ".join(container.get("command") or []):
+                assert image == wanted, f"{_where(doc, container)}: not {wanted}"
+    (flink,) = _of_kind(objects, "FlinkDeployment").values()
+    assert flink["spec"]["image"] == flink_image
 
 
 # --- settings: every XRIDES_* variable is a real field, of the right type -----------------------
@@ -361,10 +465,18 @@ def _effective(doc: Doc, container: Doc, process: PlatformProcess) -> tuple[Any,
     return load_settings(cls, env), port_field, host_field
 
 
+def _cluster_argv(process: PlatformProcess) -> list[str]:
+    """Module and arguments of a process as the launcher's cluster profile runs it, which is what
+    Kubernetes runs too: the Flink job's supervisor (``submit``) instead of a mini cluster."""
+    cluster = {p.name: p for p in platform_processes(Topology("cluster"))}
+    same = cluster.get(process.name) or cluster[f"{process.name}-1"]  # api -> api-1 (two behind HAProxy)
+    return list(same.argv[same.argv.index("-m") + 1 :])
+
+
 @pytest.mark.parametrize("process", REGISTRY, ids=lambda p: p.name)
 def test_registered_process_runs_its_module_on_its_port(objects: list[Doc], process: PlatformProcess) -> None:
     doc, container = _workload(objects, process)
-    rest = list(process.argv[process.argv.index("-m") + 1 :])  # module and its arguments
+    rest = _cluster_argv(process)
     if doc["kind"] == "FlinkDeployment":
         assert doc["spec"]["job"]["args"] == ["-pym", *rest], (
             "the job's entry point differs from the registry's"
@@ -482,13 +594,19 @@ def test_kafka_topics_are_the_codes_replicated(objects: list[Doc]) -> None:
     declared = _kafka_topics(objects)
     code = _code_topics()
     assert set(declared) == set(code), f"KafkaTopics {sorted(declared)} differ from the code's {sorted(code)}"
+    pools = _of_kind(objects, "KafkaNodePool").values()
+    brokers = sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"])
+    assert brokers == CLUSTER_BROKERS, "the topics are rendered for the brokers the manifests run"
     for name, doc in declared.items():
         spec = doc["spec"]
         assert doc["metadata"]["labels"]["strimzi.io/cluster"] == kafka_name
         topic = code[name]
-        assert spec["partitions"] == topic.partitions_on(3), f"{name}: partitions differ from the registry"
-        assert spec["replicas"] == 3, f"{name}: replication factor 3"
-        assert int(spec["config"]["min.insync.replicas"]) == 2, (
+        replication, min_insync = topic.replication_on(brokers)
+        assert spec["partitions"] == topic.partitions_on(brokers), (
+            f"{name}: partitions differ from the registry"
+        )
+        assert spec["replicas"] == replication == 3, f"{name}: replication factor 3"
+        assert int(spec["config"]["min.insync.replicas"]) == min_insync == 2, (
             f"{name}: acks=all must survive one lost replica"
         )
         assert int(spec["config"]["retention.ms"]) == topic.retention_ms, f"{name}: retention"
@@ -549,41 +667,202 @@ def test_addresses_name_the_operators_services(objects: list[Doc]) -> None:
                 # the owner's DSN only where migrations run; every process logs in as its own role
                 wanted = PG_ROLE_SECRETS.get(container["name"], f"{pg_name}-app")
                 assert (ref["name"], ref["key"]) == (wanted, "uri"), _where(doc, container)
+            if "XRIDES_PG_REPLICA_DSN" in env:  # the same role, on the replicas
+                ref = env["XRIDES_PG_REPLICA_DSN"]["valueFrom"]["secretKeyRef"]
+                primary = env["XRIDES_PG_DSN"]["valueFrom"]["secretKeyRef"]
+                assert (ref["name"], ref["key"]) == (primary["name"], "replica-uri"), _where(doc, container)
 
 
 # --- the stateful services ----------------------------------------------------------------------
 
 
-def test_postgres_has_two_replicas_and_elasticsearch_hot_and_warm(objects: list[Doc]) -> None:
+def _container(objects: list[Doc], kind: str, name: str, container: str) -> Doc:
+    for candidate in _containers(_one(objects, kind, name)):
+        if candidate["name"] == container:
+            return candidate
+    raise AssertionError(f"{kind}/{name} has no container {container!r}")
+
+
+def test_postgres_has_two_replicas_and_backs_up_to_the_object_store(objects: list[Doc]) -> None:
     (cluster,) = _of_kind(objects, "Cluster").values()
     assert cluster["spec"]["instances"] == 3, "one primary and two replicas"
+    assert "backup" not in cluster["spec"], (
+        "backups through the Barman Cloud plugin, not the deprecated in-tree one"
+    )
+    (archiver,) = [p for p in cluster["spec"]["plugins"] if p.get("isWALArchiver")]
+    store = _one(objects, "ObjectStore", archiver["parameters"]["barmanObjectName"])["spec"]
+    assert store["configuration"]["destinationPath"].startswith("s3://")
+    assert store["configuration"]["destinationPath"] != "s3://xrides-archive/", (
+        "not in the locked ride archive"
+    )
+    assert re.fullmatch(r"[1-9][0-9]*[dwm]", store["retentionPolicy"])
+    secrets = _of_kind(objects, "Secret")
+    for ref in store["configuration"]["s3Credentials"].values():
+        assert ref["key"] in secrets[ref["name"]]["stringData"], (
+            f"ObjectStore: no Secret {ref['name']}.{ref['key']}"
+        )
+    (scheduled,) = _of_kind(objects, "ScheduledBackup").values()
+    assert scheduled["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+    assert scheduled["spec"]["method"] == "plugin"
+    assert scheduled["spec"]["pluginConfiguration"]["name"] == archiver["name"]
+    assert len(scheduled["spec"]["schedule"].split()) == 6, "CloudNativePG's cron has a seconds field"
+
+
+def test_api_replicas_share_their_limits_and_read_the_replicas(objects: list[Doc]) -> None:
+    api = _one(objects, "Deployment", "api")
+    hpa = _of_kind(objects, "HorizontalPodAutoscaler")["api"]
+    assert max(api["spec"]["replicas"], hpa["spec"]["maxReplicas"]) > 1
+    env = _literal_env(_container(objects, "Deployment", "api", "api"))
+    settings = load_settings(ApiSettings, env)
+    assert settings.shared_limits == "postgres", (
+        "more than one API pod: idempotency and rate limits in PostgreSQL"
+    )
+    assert "XRIDES_PG_REPLICA_DSN" in _env(_container(objects, "Deployment", "api", "api"))
+
+
+def _es_tiers(objects: list[Doc]) -> set[str]:
     (es,) = _of_kind(objects, "Elasticsearch").values()
-    roles = {tuple(s["config"]["node.roles"]) for s in es["spec"]["nodeSets"]}
-    assert any("data_hot" in r for r in roles) and any("data_warm" in r for r in roles)
+    roles = {role for node_set in es["spec"]["nodeSets"] for role in node_set["config"]["node.roles"]}
+    return {
+        role.removeprefix("data_") for role in roles if role.startswith("data_") and role != "data_content"
+    }
+
+
+def test_elasticsearch_retention_is_ilm_set_by_the_index_templates(objects: list[Doc]) -> None:
+    assert not _of_kind(objects, "CronJob"), "retention is ILM's, set in the templates, not a script"
+    env = _literal_env(_container(objects, "Deployment", "es-indexer", "es-indexer"))
+    indexer = load_settings(IndexerSettings, env)
+    assert indexer.es_lifecycle, "the indexer must put the ILM policies and name them in the templates"
+    (es,) = _of_kind(objects, "Elasticsearch").values()
+    data_nodes = sum(s["count"] for s in es["spec"]["nodeSets"] if "data_hot" in s["config"]["node.roles"])
+    assert 1 <= indexer.es_replicas < data_nodes, "one replica per shard: a node lost loses no shard"
+    # rides stay past the hot window the job indexes (the archiver deletes archived days earlier)
+    rides = lifecycle_policy("rides")[1]["policy"]["phases"]
+    assert int(rides["delete"]["min_age"].rstrip("d")) > StreamSettings().hot_days
+    # every data tier the policies move indices to exists, and no tier sits unused
+    phases = {phase for family in LIFECYCLE_DAYS for phase in lifecycle_policy(family)[1]["policy"]["phases"]}
+    assert _es_tiers(objects) == {"hot"} | (phases & {"warm", "cold", "frozen"})
+    # the platform's role reaches every index family the indexer writes, and may manage ILM
+    roles = yaml.safe_load(_one(objects, "Secret", "xrides-es-roles")["stringData"]["roles.yml"])
+    role = roles["xrides_platform"]
+    patterns = {name for entry in role["indices"] for name in entry["names"]}
+    prefixes = (
+        indexer.es_rides_prefix,
+        indexer.es_demand_prefix,
+        indexer.es_logs_prefix,
+        indexer.es_failed_prefix,
+    )
+    assert {f"{prefix}*" for prefix in prefixes} <= patterns
+    assert "manage_ilm" in role["cluster"]
     (kibana,) = _of_kind(objects, "Kibana").values()
     assert kibana["spec"]["version"] == es["spec"]["version"]
     client_major = importlib.metadata.version("elasticsearch").split(".", 1)[0]
     assert es["spec"]["version"].split(".", 1)[0] == client_major
 
 
-def test_lifecycle_keeps_elasticsearch_a_day_past_the_hot_window(objects: list[Doc]) -> None:
-    config = _one(objects, "ConfigMap", "xrides-es-lifecycle")["data"]
-    policy = yaml.safe_load(config["policy.json"])["policy"]["phases"]
-    delete_days = int(policy["delete"]["min_age"].rstrip("d"))
-    assert delete_days == StreamSettings().hot_days + 1
-    assert "forcemerge" not in policy["warm"]["actions"], "warm indices must stay writable for late updates"
-    settings = yaml.safe_load(config["index-settings.json"])
-    assert settings["index.lifecycle.parse_origination_date"] is True
+# What the Flink Kubernetes Operator documents for a FlinkDeployment (its CRD reference), for the
+# fields the newest CRD to be had here (1.10.0) cannot vouch for under Flink 2.x.
+FLINK_DEPLOYMENT_FIELDS: dict[str, set[str]] = {
+    "spec": {
+        "image",
+        "imagePullPolicy",
+        "serviceAccount",
+        "flinkVersion",
+        "ingress",
+        "podTemplate",
+        "jobManager",
+        "taskManager",
+        "job",
+        "restartNonce",
+        "flinkConfiguration",
+        "logConfiguration",
+        "mode",
+    },
+    "jobManager": {"resource", "replicas", "podTemplate"},
+    "taskManager": {"resource", "replicas", "podTemplate"},
+    "resource": {"cpu", "memory", "ephemeralStorage"},
+}
 
 
-def test_flink_matches_the_installed_pyflink(objects: list[Doc]) -> None:
-    spec = _one(objects, "FlinkDeployment", "flink-job")["spec"]
+def test_flink_deployment_uses_only_the_operators_documented_fields(objects: list[Doc]) -> None:
+    (flink,) = _of_kind(objects, "FlinkDeployment").values()
+    spec = flink["spec"]
+    assert set(spec) <= FLINK_DEPLOYMENT_FIELDS["spec"], set(spec) - FLINK_DEPLOYMENT_FIELDS["spec"]
+    for role in ("jobManager", "taskManager"):
+        assert set(spec[role]) <= FLINK_DEPLOYMENT_FIELDS[role], role
+        assert set(spec[role]["resource"]) <= FLINK_DEPLOYMENT_FIELDS["resource"], role
+        assert isinstance(spec[role]["replicas"], int)
+    assert spec.get("mode", "native") in ("native", "standalone")
+    assert re.fullmatch(r"v\d+_\d+", spec["flinkVersion"])
+    assert all(isinstance(v, str) for v in spec["flinkConfiguration"].values()), (
+        "configuration values are strings"
+    )
+    (main,) = spec["podTemplate"]["spec"]["containers"]
+    assert main["name"] == "flink-main-container", "the operator merges only this container into its own"
+
+
+def _flink_client_config(objects: list[Doc]) -> dict[str, Any]:
+    return dict(yaml.safe_load(_one(objects, "ConfigMap", "flink-client")["data"]["config.yaml"]))
+
+
+def test_flink_session_cluster_and_supervisor_restore_from_s3(objects: list[Doc]) -> None:
+    (flink,) = _of_kind(objects, "FlinkDeployment").values()
+    spec = flink["spec"]
     version = importlib.metadata.version("apache-flink")
     major, minor = version.split(".")[:2]
     assert spec["flinkVersion"] == f"v{major}_{minor}"
-    assert spec["job"]["jarURI"] == f"local:///opt/flink/opt/flink-python-{version}.jar"
     assert spec["image"].endswith(f":{version}")
-    assert spec["flinkConfiguration"]["execution.checkpointing.dir"].startswith("s3://")
+    assert "job" not in spec, "a session cluster: the supervisor submits the job (flink_jobs/submit.py)"
+    conf = spec["flinkConfiguration"]
+    assert conf["high-availability.type"] == "kubernetes"
+    assert conf["high-availability.storageDir"].startswith("s3://")
+    assert conf["execution.checkpointing.externalized-checkpoint-retention"] == "RETAIN_ON_CANCELLATION"
+    assert "PrometheusReporterFactory" in conf["metrics.reporter.prom.factory.class"], (
+        "the cluster's reporter"
+    )
+
+    supervisor = _one(objects, "Deployment", "flink-job")
+    assert supervisor["spec"]["replicas"] == 1 and supervisor["spec"]["strategy"]["type"] == "Recreate"
+    settings = load_settings(
+        StreamSettings, _literal_env(_container(objects, "Deployment", "flink-job", "flink-job"))
+    )
+    assert on_cluster(settings), "the job must know it runs on a cluster (no mini cluster, no reporter jar)"
+    # the job's checkpoints land below the cluster's directory, on S3, where the supervisor lists them
+    assert checkpoint_uri(settings).startswith(conf["execution.checkpointing.dir"].rstrip("/") + "/")
+    rest = urlsplit(settings.flink_rest_url)
+    assert rest.hostname == f"{flink['metadata']['name']}-rest", "the operator's REST Service"
+    assert rest.port == int(conf.get("rest.port", 8081))
+    client = _flink_client_config(objects)
+    assert (client["rest.address"], int(client["rest.port"])) == (rest.hostname, rest.port)
+    assert settings.flink_conf_dir in {
+        m["mountPath"] for m in _container(objects, "Deployment", "flink-job", "flink-job")["volumeMounts"]
+    }
+    # parallelism: all TaskManagers' slots hold it, and so do the slots left when one is lost
+    slots = int(conf["taskmanager.numberOfTaskSlots"])
+    taskmanagers = spec["taskManager"]["replicas"]
+    assert settings.flink_parallelism == int(conf["parallelism.default"])
+    assert settings.flink_parallelism <= (taskmanagers - 1) * slots
+    # Flink's own metrics: the PodMonitor selects the operator's pods of this deployment
+    (pod_monitor,) = _of_kind(objects, "PodMonitor").values()
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {"app": flink["metadata"]["name"]}
+    (main,) = spec["podTemplate"]["spec"]["containers"]
+    assert "prom" in {p["name"] for p in main["ports"]}
+
+
+def test_flink_client_config_equals_compose_but_for_the_address(objects: list[Doc]) -> None:
+    k8s = _flink_client_config(objects)
+    compose = yaml.safe_load(COMPOSE_FLINK_CLIENT.read_text(encoding="utf-8"))
+    assert {k: v for k, v in k8s.items() if k != "rest.address"} == {
+        k: v for k, v in compose.items() if k != "rest.address"
+    }
+    log4j = _one(objects, "ConfigMap", "flink-client")["data"]["log4j-cli.properties"]
+    assert log4j == (COMPOSE_FLINK_CLIENT.parent / "log4j-cli.properties").read_text(encoding="utf-8")
+
+
+def test_flink_image_carries_the_s3_plugin_the_cluster_profile_runs() -> None:
+    text = FLINK_DOCKERFILE.read_text(encoding="utf-8")
+    assert f"{S3_PLUGIN.group}:{S3_PLUGIN.artifact}:{S3_PLUGIN.version}" in text
+    assert "/opt/flink/plugins/" in text
 
 
 # --- Prometheus ---------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_absolute_ranges() -> None:
         ("count by", "expected a dimension"),
         ("count", "needs a time range"),
         ("count during last 7 days limit 5 limit 6", "appears twice"),
-        ("count where travel_type_id during last 7 days", "a comparison"),
+        ("count where travel_type_id 2 during last 7 days", "a comparison"),
         ("count during last 7 fortnights", "a unit"),
         ("count during last 7 days ; drop table x", "unexpected character ';'"),
         ("count by foo(bar) during last 1 day", "not a bucket function"),
@@ -254,3 +254,30 @@ def test_json_errors_name_the_path(doc: dict[str, object], path: str, message: s
         query_from(doc)
     assert info.value.path == path
     assert info.value.message.startswith(path)
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "query-dsl.md"
+
+
+def _documented_text_forms() -> dict[str, str]:
+    """The ```text block under each worked example's heading in docs/query-dsl.md, by file name."""
+    found: dict[str, str] = {}
+    for section in DOC.read_text().split("\n### ")[1:]:
+        heading = section.splitlines()[0]
+        match = re.search(r"`(\d\d_[a-z0-9_]+\.json)`", heading)
+        block = re.search(r"```text\n(.*?)```", section, re.S)
+        if match and block:
+            found[match.group(1)] = block.group(1)
+    return found
+
+
+def test_the_documented_text_forms_are_the_example_files() -> None:
+    """Each worked example that shows its text form means exactly its JSON file."""
+    texts = _documented_text_forms()
+    assert len(texts) >= 10
+    for name, text in texts.items():
+        query, params = parse_document((EXAMPLES[0].parent / name).read_text())
+        assert parse_query(" ".join(text.split())) == query, name
+        assert not params
+    newer = [p.name for p in EXAMPLES if int(p.name[:2]) >= 13]
+    assert set(newer) <= set(texts), "every example of a new shape shows both forms"

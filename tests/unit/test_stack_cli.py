@@ -54,6 +54,7 @@ EXPECTED_VARIABLES = [
     "XRIDES_PROMETHEUS_URL",
     "XRIDES_API_URL",
     "XRIDES_API_KEY",
+    "XRIDES_QUERY_URL",
     "XRIDES_HEALTH_PEERS",
     "XRIDES_FLINK_METRICS_PORT",
     "XRIDES_PG_WRITER_DSN",
@@ -143,7 +144,7 @@ def test_each_platform_process_gets_only_its_own_postgres_role() -> None:
         assert "xrides:xrides@" not in child.get("XRIDES_PG_DSN", ""), proc.name
         assert child["XRIDES_API_KEY"] == "k3y" and child["PATH"] == "/bin"
     assert "XRIDES_PG_DSN" not in envfile.process_env("flink_jobs", env)
-    assert set(envfile.PROCESS_PG_ROLES) - {"query_service"} <= {p.module for p in REGISTRY}
+    assert set(envfile.PROCESS_PG_ROLES) <= {p.module for p in REGISTRY}
 
 
 def test_cluster_env_gives_readers_the_replica_and_each_api_its_port() -> None:

@@ -36,14 +36,6 @@ class KafkaAdmin:
         topics = {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
         return len(metadata.brokers), topics
 
-    def leaders(self, topic: str) -> dict[int, int]:
-        """Partition -> the node id of its leader (-1 while it has none)."""
-        try:
-            metadata = self._admin.list_topics(topic, timeout=self._timeout_s)
-        except KafkaException as exc:
-            raise translate(exc, "metadata") from exc
-        return {p: part.leader for p, part in metadata.topics[topic].partitions.items()}
-
     def topic_config(self, name: str) -> dict[str, str]:
         """The topic's effective configuration (for checks of replication and retention)."""
         resource = ConfigResource(ConfigResource.Type.TOPIC, name)

@@ -32,13 +32,14 @@ es() { # METHOD PATH [BODY]: fail loudly with Elasticsearch's answer
 echo "kibana_system: setting its password"
 es POST /_security/user/kibana_system/_password "{\"password\": $(json_string "$KIBANA_SYSTEM_PASSWORD")}"
 
-# What the Flink job, the archiver and the reconciliation need: index templates and the
-# rides / demand / logs indices; nothing else in the cluster.
+# What the indexer, the archiver and the reconciliation need: index templates, lifecycle policies
+# and the rides / demand / logs / refused-rides indices (the families of IndexerSettings'
+# es_*_prefix; tests/unit/test_compose.py checks them); nothing else in the cluster.
 echo "role xrides_platform and user $PLATFORM_USER"
 es PUT /_security/role/xrides_platform '{
   "cluster": ["monitor", "manage_index_templates", "manage_ilm"],
   "indices": [
-    {"names": ["rides-*", "ride-demand-*", "logs-*"], "privileges": ["all"]}
+    {"names": ["rides-*", "ride-demand-*", "logs-*", "failed-rides-*"], "privileges": ["all"]}
   ]
 }'
 es PUT "/_security/user/$PLATFORM_USER" "{

@@ -1,0 +1,5 @@
+import sys
+
+from deploy.validate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+from query_service.cli import main
+
+raise SystemExit(main())
