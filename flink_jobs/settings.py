@@ -50,5 +50,6 @@ class StreamSettings:
     s3_endpoint: str = "http://127.0.0.1:19000"  # where the cluster's checkpoints are listed
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's documented credential
+    s3_region: str = "us-east-1"  # the local S3 server's; a deployment names its own region
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"

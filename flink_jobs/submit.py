@@ -85,7 +85,13 @@ class CheckpointStore:
         bucket, _, self.prefix = uri.removeprefix("s3://").partition("/")
         self.bucket = bucket
         self.store = ArchiveStore(
-            StoreConfig(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, bucket)
+            StoreConfig(
+                settings.s3_endpoint,
+                settings.s3_access_key,
+                settings.s3_secret_key,
+                bucket,
+                region=settings.s3_region,
+            )
         )
 
     def completed(self) -> list[Checkpoint]:

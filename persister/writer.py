@@ -83,6 +83,24 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (kafka_partition, kafka_offset) DO NOTHING
 """
 
+
+def jsonb_text(value: Any) -> str:
+    """JSON for a jsonb column. jsonb cannot hold U+0000 (PostgreSQL refuses the whole statement),
+    and a refusal's errors can quote what the client sent: a NUL in a quoted value becomes U+FFFD.
+    The body itself is kept byte for byte (bytea)."""
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, str):
+            return item.replace("\x00", "\ufffd")
+        if isinstance(item, dict):
+            return {clean(k): clean(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+
+    return orjson.dumps(clean(value)).decode()
+
+
 _OFFSETS = """
 INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
 SELECT $1, $2, p, n FROM unnest($3::int[], $4::bigint[]) AS t(p, n)
@@ -223,26 +241,43 @@ class RideWriter:
         batch inserts nothing twice). A message that is not a refusal is returned as failed."""
         conn = await self.connect()
         result = WriteResult(failed=[m for m in messages if m.refusal is None])
-        rows = [
-            (
+        rows = {
+            id(m): (
                 m.partition,
                 m.offset,
                 m.refusal.booking_id,
                 m.refusal.refused_at_time,
                 m.refusal.key_id,
                 m.refusal.contract,
-                orjson.dumps(m.refusal.errors).decode(),
+                jsonb_text(m.refusal.errors),
                 m.refusal.body,
             )
             for m in messages
             if m.refusal is not None
-        ]
+        }
+        refused_rows = 0
         async with conn.transaction():
-            await conn.executemany(_QUARANTINE, rows)
+            try:
+                async with conn.transaction():
+                    await conn.executemany(_QUARANTINE, list(rows.values()))
+            except DATA_ERRORS as exc:  # one row PostgreSQL cannot hold must not stop the partition
+                log.warning(
+                    "quarantine batch refused; isolating rows", extra={"error.message": str(exc)[:300]}
+                )
+                for message in messages:
+                    if id(message) not in rows:
+                        continue
+                    try:
+                        async with conn.transaction():
+                            await conn.execute(_QUARANTINE, *rows[id(message)])
+                    except DATA_ERRORS as row_exc:
+                        message.error = f"refused by PostgreSQL: {type(row_exc).__name__}: {row_exc}"[:1000]
+                        result.failed.append(message)
+                        refused_rows += 1
             await conn.execute(
                 _OFFSETS, self._group_id, topic, list(next_offsets), list(next_offsets.values())
             )
-        result.stored = len(rows)
+        result.stored = len(rows) - refused_rows
         return result
 
     async def write(

@@ -73,7 +73,7 @@ class ArchiveReader:
                 secret_key=self.settings.s3_secret_key,
                 endpoint_override=host or endpoint,
                 scheme=scheme if host else "http",
-                region="us-east-1",
+                region=self.settings.s3_region,
                 allow_bucket_creation=False,
             )
         return self._fs

@@ -27,6 +27,7 @@ class QuerySettings:
     s3_access_key: str = "xrides"
     s3_secret_key: str = "xrides-secret"  # noqa: S105 - the local stack's; deployments set it
     s3_bucket: str = "xrides-archive"
+    s3_region: str = "us-east-1"  # the local S3 server's; a deployment names its own region
     archive_prefix: str = "rides"  # Parquet under s3://<bucket>/<prefix>/dt=YYYY-MM-DD/
     # The zone hour_of_day, day_of_week and is_weekend are computed in: the Flink job's (same variable).
     local_zone: str = "Asia/Kolkata"

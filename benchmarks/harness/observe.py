@@ -47,6 +47,10 @@ class LagProbe:
         self.config = KafkaConfig(bootstrap, "bench-lag-probe")
         self.admin = KafkaAdmin(self.config, timeout_s=5.0)
         self.reader = TopicReader(self.config)
+        # Replaced admin clients are kept, never destroyed: a request of theirs that timed out may
+        # still complete, and librdkafka calling back into a destroyed handle ended the process
+        # with SIGSEGV (the cluster fault suite, right after a broker leader was killed).
+        self._retired: list[KafkaAdmin] = []
 
     def lag(self) -> dict[str, int]:
         """Lag per group; after a failure the clients are built afresh (an admin client whose broker
@@ -59,6 +63,7 @@ class LagProbe:
                 out[name] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
         except Exception:
             self.reader.close()
+            self._retired.append(self.admin)
             self.admin = KafkaAdmin(self.config, timeout_s=5.0)
             self.reader = TopicReader(self.config)
             raise

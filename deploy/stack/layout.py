@@ -23,11 +23,14 @@ class Layout:
 
     repo: Path
     root: Path
+    shared_downloads: Path | None = None  # XRIDES_DOWNLOADS_DIR: artifacts shared with another stack
 
     @property
     def downloads(self) -> Path:
-        """Fetched artifacts; kept by ``down --purge`` because they are slow to fetch."""
-        return self.root / "downloads"
+        """Fetched artifacts; kept by ``down --purge`` because they are slow to fetch. Read-only once
+        fetched (every service installs into its own directory), so a second stack (the cluster smoke
+        test) can share the first one's with ``XRIDES_DOWNLOADS_DIR``."""
+        return self.shared_downloads or self.root / "downloads"
 
     @property
     def logs(self) -> Path:
@@ -93,10 +96,13 @@ class Layout:
 
 
 def resolve_layout(environ: Mapping[str, str], repo: Path = REPO_ROOT) -> Layout:
-    """Build the layout, honouring ``XRIDES_STACK_DIR`` so a second stack can live elsewhere."""
+    """Build the layout, honouring ``XRIDES_STACK_DIR`` so a second stack can live elsewhere (and
+    ``XRIDES_DOWNLOADS_DIR`` so it need not fetch the artifacts again)."""
     override = environ.get("XRIDES_STACK_DIR", "").strip()
     root = Path(override).expanduser().resolve() if override else repo / ".stack"
-    return Layout(repo=repo, root=root)
+    shared = environ.get("XRIDES_DOWNLOADS_DIR", "").strip()
+    downloads = Path(shared).expanduser().resolve() if shared else None
+    return Layout(repo=repo, root=root, shared_downloads=downloads)
 
 
 @dataclass(frozen=True)

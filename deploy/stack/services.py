@@ -315,6 +315,12 @@ class Postgres(Service):
             say(f"postgres: created database {settings.PG_DATABASE}")
 
 
+
+def storage_format_args(cluster_id: str, config: Path) -> list[str]:
+    """``kafka-storage format``'s arguments. The id is joined with ``=``: a base64url UUID starts
+    with ``-`` one time in 64, and argparse then takes it for an option (the format fails)."""
+    return ["format", f"--cluster-id={cluster_id}", f"--config={config}", "--ignore-formatted"]
+
 class Kafka(Service):
     """A KRaft Kafka node (broker and controller in one process) from Maven Central jars on one
     classpath: the one node of the single profile, or one of the cluster's three voters."""
@@ -400,12 +406,7 @@ class Kafka(Service):
         cmd = [
             *self.run_class(),
             "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            self._cluster_id(),
-            "-c",
-            str(self.home / "server.properties"),
-            "--ignore-formatted",
+            *storage_format_args(self._cluster_id(), self.home / "server.properties"),
         ]
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=120, check=False, env=self.base_env()

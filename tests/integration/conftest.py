@@ -134,3 +134,30 @@ def start_api(
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def start_query_service(
+    stack_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., tuple[str, PlatformProcess]]]:
+    """Start a query service on a free port with extra settings (an API started with its own keys
+    forwards queries to one that knows them: ``start_api(query_url=...)``); stopped after the test."""
+    started: list[PlatformProcess] = []
+
+    def start(**overrides: str) -> tuple[str, PlatformProcess]:
+        port = free_port()
+        env = {**os.environ, **stack_env, "XRIDES_QUERY_PORT": str(port)}
+        env.update({f"XRIDES_{k.upper()}": v for k, v in overrides.items()})
+        process = PlatformProcess("query_service", env, tmp_path / f"query-{port}.log")
+        process.start()
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(base + "/healthz", 60, process.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"the query service did not start: {exc}\n{process.log_tail()}")
+        return base, process
+
+    yield start
+    for process in started:
+        process.stop()

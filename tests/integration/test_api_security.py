@@ -155,7 +155,7 @@ def signed_headers(
 
 
 async def test_hmac_signing_refuses_bad_late_replayed_and_unsigned_requests(
-    start_api: StartApi, tmp_path: Path
+    start_api: StartApi, start_query_service: StartApi, tmp_path: Path
 ) -> None:
     strict, loose = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     strict_secret, loose_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
@@ -167,7 +167,9 @@ async def test_hmac_signing_refuses_bad_late_replayed_and_unsigned_requests(
             f"loose:ingest:{hash_key(loose)}:secret={loose_secret}",
         ],
     )
-    base, api = start_api(api_keys_file=str(keys))
+    # queries are forwarded to a query service, which checks the key and signature again: same keys
+    query_base, _ = start_query_service(api_keys_file=str(keys))
+    base, api = start_api(api_keys_file=str(keys), query_url=query_base)
 
     async def send(
         path: str, body: bytes, headers: dict[str, str], method: str = "POST"

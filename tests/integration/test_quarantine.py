@@ -165,3 +165,34 @@ async def test_a_replay_after_a_contract_change_stores_what_now_validates_once(
     status, ride = _call(stack_env, "GET", f"/v1/rides/{booking}")
     assert (status, ride["to_date"], ride["to_date_day"]) == (200, None, "2013-01-02")
     assert "to_date_date_only" in ride["quality"]
+
+
+async def test_refusals_quoting_a_nul_are_quarantined_and_the_persister_keeps_going(
+    stack_env: dict[str, str],
+) -> None:
+    """jsonb cannot hold U+0000: a refusal whose errors quote one (a date, an unknown field) once
+    stopped the persister. Both are quarantined, and a good ride posted after them is stored."""
+    booking = int(time.time() * 1000) % 10**9 + 4 * 10**13
+    bad_date = {**example_ride(), "booking_id": booking, "from_date": "1/1/2013 2:00:00\x00"}
+    bad_extra = {**example_ride(), "booking_id": booking + 1, "note": "a\x00b"}
+    positions = []
+    for bad in (bad_date, bad_extra):
+        status, body = _call(stack_env, "POST", "/v1/rides", bad)
+        assert status == 422, body
+        positions.append(tuple(int(x) for x in body["request_id"][1:].split("-")))
+    status, body = _call(stack_env, "POST", "/v1/rides", {**example_ride(), "booking_id": booking + 2})
+    assert status == 202, body
+    pool = await asyncpg.create_pool(stack_env["XRIDES_PG_DSN"], min_size=1, max_size=2)
+    try:
+        for (partition, offset), bad in zip(positions, (bad_date, bad_extra), strict=True):
+            row = await _wait_for(
+                pool,
+                "SELECT body FROM quarantine WHERE kafka_partition = $1 AND kafka_offset = $2",
+                partition,
+                offset,
+            )
+            assert row is not None and orjson.loads(row) == bad  # the body byte for byte, NUL included
+        stored = await _wait_for(pool, "SELECT 1 FROM cab_rides WHERE booking_id = $1", booking + 2)
+        assert stored == 1
+    finally:
+        await pool.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import orjson
+
 from persister.sink import decode, reason_label
-from persister.writer import Message, latest_per_booking
+from persister.writer import Message, jsonb_text, latest_per_booking
 from xrides.db.migrate import _months_around
 from xrides.kafka import Record
 from xrides.ride import RideEnvelope, example_ride, parse_ride
@@ -49,4 +51,13 @@ def test_partitions_are_planned_around_the_current_month() -> None:
         date(2026, 12, 1),
         date(2027, 1, 1),
         date(2027, 2, 1),
+    ]
+
+
+def test_quarantine_errors_are_json_postgresql_can_hold() -> None:
+    errors = [{"field": "from_date", "received": "1/1/2013\x00", "nested": {"k\x00": ["\x00"]}}]
+    text = jsonb_text(errors)
+    assert "\\u0000" not in text
+    assert orjson.loads(text) == [
+        {"field": "from_date", "received": "1/1/2013\ufffd", "nested": {"k\ufffd": ["\ufffd"]}}
     ]

@@ -381,3 +381,13 @@ def test_fast_path_agrees_with_the_full_check(ride: Ride, edits: dict[str, objec
     for name in drop:
         wire.pop(name, None)
     _assert_paths_agree(wire)
+
+
+def test_an_unknown_field_holding_a_nul_is_refused_not_kept() -> None:
+    """jsonb cannot hold U+0000: kept, it would stop the persister's batch; refused, the client is told."""
+    for extra in ({"note": "a\x00b"}, {"nested": {"k": ["x", "\x00"]}}, {"n\x00me": 1}):
+        with pytest.raises(RideValidationError) as info:
+            parse_ride({**example_ride(), **extra})
+        (error,) = info.value.errors
+        assert error.code == "nul_character" and "\x00" not in error.field
+    assert parse_ride({**example_ride(), "note": "a\\u0000b"}).extras == {"note": "a\\u0000b"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import configs, envfile, jvm, settings
+from deploy.stack import configs, envfile, jvm, services, settings
 from deploy.stack.artifacts import MavenArtifact, extract_zip, mvn_error_tail, render_pom
 from deploy.stack.commands import select
 from deploy.stack.errors import StackError
@@ -549,3 +549,13 @@ def test_a_niced_process_gets_its_whole_session_weighted(tmp_path: Path) -> None
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_kafka_cluster_id_starting_with_a_dash_is_not_taken_for_an_option() -> None:
+    args = services.storage_format_args("-Zx3dQ9sTmaW1t5u8JqHwA", Path("/s/server.properties"))
+    assert args == [
+        "format",
+        "--cluster-id=-Zx3dQ9sTmaW1t5u8JqHwA",
+        "--config=/s/server.properties",
+        "--ignore-formatted",
+    ]

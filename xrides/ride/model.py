@@ -421,9 +421,30 @@ def _sort_keys(
                     f"unknown fields are kept up to {MAX_EXTRAS}, named in {MAX_EXTRA_NAME} characters",
                 )
             )
+        elif _has_nul(key) or _has_nul(value):
+            errors.append(
+                FieldError(
+                    key[:MAX_EXTRA_NAME].replace("\x00", "\ufffd"),
+                    "nul_character",
+                    "text without U+0000",
+                    "a text with U+0000",
+                    "unknown fields are kept in PostgreSQL's jsonb, which cannot hold U+0000",
+                )
+            )
         else:
             extras[key] = value
     return given, extras, errors
+
+
+def _has_nul(value: object) -> bool:
+    """True when a kept value holds U+0000 anywhere (its keys, its strings, at any depth)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _pair_errors(given: dict[str, object]) -> list[FieldError]:
