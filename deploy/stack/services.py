@@ -315,11 +315,11 @@ class Postgres(Service):
             say(f"postgres: created database {settings.PG_DATABASE}")
 
 
-
 def storage_format_args(cluster_id: str, config: Path) -> list[str]:
     """``kafka-storage format``'s arguments. The id is joined with ``=``: a base64url UUID starts
     with ``-`` one time in 64, and argparse then takes it for an option (the format fails)."""
     return ["format", f"--cluster-id={cluster_id}", f"--config={config}", "--ignore-formatted"]
+
 
 class Kafka(Service):
     """A KRaft Kafka node (broker and controller in one process) from Maven Central jars on one
