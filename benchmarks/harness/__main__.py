@@ -48,6 +48,7 @@ class Profile:
     batch_rates: tuple[float, ...]
     batch_seconds: float
     batch_size: int
+    client_rides: int
     kafka_records: int
     pg_rows: int
     es_docs: int
@@ -74,6 +75,7 @@ FULL = Profile(
     batch_rates=(2, 5, 10, 15, 20, 25, 30),
     batch_seconds=10,
     batch_size=1000,
+    client_rides=200_000,
     kafka_records=300_000,
     pg_rows=200_000,
     es_docs=60_000,
@@ -91,6 +93,7 @@ QUICK = Profile(
     batch_rates=(1, 2),
     batch_seconds=3,
     batch_size=200,
+    client_rides=5_000,
     kafka_records=20_000,
     pg_rows=10_000,
     es_docs=4_000,
@@ -164,7 +167,7 @@ async def run(profile: Profile, parts: set[str], ctx: Context) -> dict[str, Any]
     if "batch" in parts:
         print("batch endpoint throughput", flush=True)
         results["batch"] = await batch_throughput(
-            ctx, profile.batch_rates, profile.batch_seconds, profile.batch_size
+            ctx, profile.batch_rates, profile.batch_seconds, profile.batch_size, profile.client_rides
         )
     results.update(report.headline(results, "burst-100x"))
     return results

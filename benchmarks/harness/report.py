@@ -22,6 +22,7 @@ HEADLINE = (
     ),
     ("stored_p99_ms_durable_path", "POST -> stored in PostgreSQL p99 at that rate (ms)"),
     ("batch_rides_per_s", "Batch endpoint (rides/s acknowledged)"),
+    ("client_rides_per_s", "... through the client library, same API, same run (rides/s acknowledged)"),
     ("e2e_postgres_p99_ms", "POST -> stored in PostgreSQL, p99 (ms)"),
     ("e2e_elasticsearch_p99_ms", "POST -> searchable in Elasticsearch, p99 (ms)"),
     ("kafka_producer_limit_rps", "Kafka's own producer tool, acks=all (records/s)"),
@@ -40,6 +41,7 @@ def headline(results: dict[str, Any], e2e_scenario: str) -> dict[str, Any]:
         "max_sustainable_single_rps": sweep.get("max_sustainable_rps"),
         "single_p99_ms": sweep.get("p99_ms_at_max"),
         "batch_rides_per_s": batch.get("batch_rides_per_s"),
+        "client_rides_per_s": (batch.get("client") or {}).get("rides_per_s"),
         "e2e_postgres_p99_ms": scenario["e2e_postgres_ms"].get("p99") if scenario else None,
         "e2e_elasticsearch_p99_ms": (
             scenario["e2e_elasticsearch_ms"]["latency_ms"].get("p99")
@@ -60,6 +62,7 @@ def headline(results: dict[str, Any], e2e_scenario: str) -> dict[str, Any]:
     top["ratios"] = {
         "single_to_kafka_limit": _ratio(top["max_sustainable_single_rps"], top["kafka_producer_limit_rps"]),
         "batch_to_kafka_limit": _ratio(top["batch_rides_per_s"], top["kafka_producer_limit_rps"]),
+        "client_to_batch": _ratio(top["client_rides_per_s"], top["batch_rides_per_s"]),
     }
     return top
 
@@ -150,6 +153,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         f"| Single-ride rate / Kafka's limit | {_ratio_text(ratios.get('single_to_kafka_limit'))} |",
         f"| Batch rate / Kafka's limit | {_ratio_text(ratios.get('batch_to_kafka_limit'))} |",
+        f"| Client rate / raw batch rate | {_ratio_text(ratios.get('client_to_batch'))} |",
         "",
         f"End-to-end figures are from the `{results.get('e2e_measured_in')}` scenario.",
         "",
@@ -200,6 +204,14 @@ def markdown(results: dict[str, Any]) -> str:
                     "yes" if step["passed"] else "no",
                 )
             )
+        if client := batch.get("client"):
+            lines += [
+                "",
+                f"The client library (`python -m xrides_client send --no-track`, batches of"
+                f" {client['batch_size']}) sent {_fmt(client['rides'])} rides to the same API in this run:"
+                f" {_fmt(client['rides_per_s'])} rides/s by its own clock, {_fmt(client['wall_rides_per_s'])}"
+                f" rides/s for the whole command, {client['retries']} retries.",
+            ]
     lines += ["", "## CPU and memory per process", ""]
     for s in results.get("scenarios", ()):
         lines += [f"**{s['name']}** (CPU % of one core, mean / peak; peak RSS MB)", "",

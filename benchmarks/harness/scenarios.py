@@ -26,6 +26,7 @@ from benchmarks.chaos.faults import pause
 from benchmarks.harness.observe import LagProbe, LagSeries, Probes, sample_lag, stored_latencies, wait_drained
 from benchmarks.harness.procstat import Sampler
 from loadgen.openloop import Segment, latency_summary
+from loadgen.rides import RideGenerator
 from xrides.kafka import KafkaAdmin, KafkaConfig
 from xrides.topics import RIDES
 
@@ -239,7 +240,7 @@ BATCH_PORT = 8010
 
 
 async def batch_throughput(
-    ctx: Context, rates: tuple[float, ...], seconds: float, batch_size: int
+    ctx: Context, rates: tuple[float, ...], seconds: float, batch_size: int, client_rides: int
 ) -> dict[str, Any]:
     """Rides/s the batch endpoint acknowledges (Kafka acks=all), open loop, batches of ``batch_size``.
 
@@ -297,6 +298,14 @@ async def batch_throughput(
             if not step["passed"]:
                 break
             best = step
+        client = await client_throughput(ctx, url, client_rides, batch_size)
+        raw = best["rides_per_s"] if best else 0
+        client["vs_raw_batch"] = round(client["rides_per_s"] / raw, 3) if raw else None
+        print(
+            f"  client   {client['rides']} rides  {client['rides_per_s']:>7} rides/s"
+            f"  ({client['vs_raw_batch']} of the raw batch rate)",
+            flush=True,
+        )
     finally:
         api.terminate()
         await asyncio.wait_for(api.wait(), 30)
@@ -306,6 +315,46 @@ async def batch_throughput(
         "criterion": "every ride accepted, p99 ack <= 2 s; batches to a scratch topic, rate limit lifted",
         "batch_rides_per_s": best["rides_per_s"] if best else 0,
         "steps": steps,
+        "client": client,
+    }
+
+
+async def client_throughput(ctx: Context, url: str, rides: int, batch_size: int) -> dict[str, Any]:
+    """The client library (``python -m xrides_client send``) sending a file of ``rides`` to the same
+    batch API as fast as it goes, in the same run as the raw batch sweep: what a user of the client
+    gets, beside what the endpoint takes from a bare open-loop generator. ``--no-track``: the
+    acknowledgement is the end, as for the raw figure."""
+    generator = RideGenerator(seed=23, first_booking_id=7 * 10**12)
+    with tempfile.TemporaryDirectory(prefix="xrides-bench-client-") as tmp:
+        source = Path(tmp) / "rides.ndjson"
+        with source.open("wb") as out:
+            for _ in range(rides):
+                out.write(orjson.dumps(generator.ride()) + b"\n")
+        env = {**os.environ, **ctx.env, "XRIDES_API_KEY": ctx.env["XRIDES_API_KEY"]}
+        started = time.perf_counter()
+        done = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "xrides_client", "send", str(source), "--url", url,
+            "--batch-size", str(batch_size), "--no-track", "--json", "--quiet",
+            "--spool", str(Path(tmp) / "spool"), cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out_bytes, err_bytes = await done.communicate()
+        elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"the client failed ({done.returncode}): {err_bytes.decode()[-1000:]}")
+    report = orjson.loads(out_bytes.splitlines()[-1])
+    if report["accepted"] != rides:
+        raise RuntimeError(f"the client had {report['accepted']} of {rides} rides accepted: {report}")
+    return {
+        "rides": rides,
+        "batch_size": batch_size,
+        "accepted": report["accepted"],
+        # the client's own figure (first request to last acknowledgement), and the wall time of the
+        # whole command (interpreter start and reading the file included)
+        "rides_per_s": round(report["rides_per_s"]),
+        "wall_rides_per_s": round(rides / elapsed),
+        "retries": report["retries"],
+        "client_report": report,
     }
 
 

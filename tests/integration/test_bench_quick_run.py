@@ -83,3 +83,10 @@ def test_sweep_headline_is_its_best_passing_step(quick_run: tuple[dict[str, Any]
     batch = results["batch"]["steps"]
     assert batch and batch[0]["rides_per_s"] > 0
     assert batch[0]["statuses"].get("202", 0) > 0
+    # the client library against the same batch API in the same run, every ride acknowledged
+    client = results["batch"]["client"]
+    assert client["accepted"] == client["rides"] > 0 and client["rides_per_s"] > 0
+    assert results["client_rides_per_s"] == client["rides_per_s"]
+    assert results["ratios"]["client_to_batch"] == round(
+        client["rides_per_s"] / results["batch_rides_per_s"], 3
+    )
