@@ -155,7 +155,19 @@ def _results() -> dict[str, Any]:
             "stored_p99_ms_at_max": 210.0,
             "steps": [],
         },
-        "batch": {"criterion": "c", "batch_rides_per_s": 15_000, "steps": []},
+        "batch": {
+            "criterion": "c",
+            "batch_rides_per_s": 15_000,
+            "steps": [],
+            "client": {
+                "rides": 200_000,
+                "batch_size": 1000,
+                "rides_per_s": 12_000,
+                "wall_rides_per_s": 11_000,
+                "retries": 0,
+                "accepted": 200_000,
+            },
+        },
         "limits": {
             "kafka": {"records_per_s": 90_000},
             "postgres": {"rows_per_s": 50_000},
@@ -175,6 +187,8 @@ def test_headline_has_every_promised_key_and_the_ratios() -> None:
     assert results["e2e_elasticsearch_p99_ms"] == 1900.0
     assert results["ratios"]["single_to_kafka_limit"] == pytest.approx(1500 / 90_000, abs=1e-3)
     assert results["ratios"]["batch_to_kafka_limit"] == pytest.approx(15_000 / 90_000, abs=1e-3)
+    assert results["client_rides_per_s"] == 12_000
+    assert results["ratios"]["client_to_batch"] == 0.8
 
 
 def test_write_markdown_and_plots(tmp_path: Path) -> None:
