@@ -23,7 +23,7 @@ from botocore.config import Config
 from elasticsearch import Elasticsearch
 from pyarrow import fs
 
-from xrides.kafka import DeliveryProducer, KafkaAdmin, KafkaConfig, OutRecord, TopicReader
+from xrides.kafka import BatchConsumer, DeliveryProducer, KafkaAdmin, KafkaConfig, OutRecord, TopicReader
 from xrides.topics import LOGS, RIDES, RIDES_DLQ
 
 from stack_env import stack_setting
@@ -167,3 +167,30 @@ def test_prometheus_scrapes_itself() -> None:
             break
         time.sleep(1)
     assert health == "up"
+
+
+def test_a_consumer_mirrors_its_stores_offsets_to_kafka_on_assignment() -> None:
+    """A member that died between the store's commit and Kafka's leaves Kafka a batch behind; the next
+    member starts from the store's offsets and commits them to Kafka at once, so lag readings do not
+    report records that were stored long ago (the fault suite waited forever on one such partition)."""
+    config = KafkaConfig(stack_setting("XRIDES_KAFKA_BOOTSTRAP"), "stack-it")
+    topic, group = _unique("mirror-it"), _unique("mirror-group")
+    admin = KafkaAdmin(config, timeout_s=30.0)
+    admin.ensure_topics([replace(RIDES, name=topic, partitions=1, cluster_partitions=None)])
+    producer = DeliveryProducer(config)
+    try:
+        producer.send_all([OutRecord(topic, b"{}", key=str(i).encode()) for i in range(5)])
+    finally:
+        producer.close(timeout_s=10)
+    consumer = BatchConsumer(config, group, [topic], start_offsets=lambda _topic, _parts: {0: 5})
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.owned() and time.monotonic() < deadline:
+            assert consumer.poll_batch(10, 0.2, idle_s=0.5) == []  # starts past the five records
+        assert consumer.owned() == {(topic, 0)}
+        while admin.group_offsets(group, topic, [0]) != {0: 5} and time.monotonic() < deadline:
+            consumer.poll_batch(10, 0.2, idle_s=0.5)  # the asynchronous commit completes in a poll
+        assert admin.group_offsets(group, topic, [0]) == {0: 5}
+    finally:
+        consumer.close()
+        admin.delete_topics([topic])

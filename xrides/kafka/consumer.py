@@ -94,6 +94,16 @@ class BatchConsumer:
                 tp.offset = chosen[(tp.topic, tp.partition)]
             self._revoked.discard((tp.topic, tp.partition))
         consumer.assign(partitions)
+        if chosen:
+            # The sink's store is the truth (rows and offsets commit together); Kafka's copy lags it
+            # when a member died between the two commits. Mirror it at once: until new records reach
+            # such a partition, every lag reading (the alerts, the fault suite's drain) would otherwise
+            # report records that were stored long ago.
+            mirrored = [TopicPartition(t, p, o) for (t, p), o in chosen.items()]
+            try:
+                consumer.commit(offsets=mirrored, asynchronous=True)
+            except KafkaException as exc:  # the next batch's commit carries them anyway
+                log.warning("start offsets not mirrored to Kafka", extra={"error.message": str(exc)[:200]})
         log.info(
             "partitions assigned",
             extra={
