@@ -47,10 +47,6 @@ class LagProbe:
         self.config = KafkaConfig(bootstrap, "bench-lag-probe")
         self.admin = KafkaAdmin(self.config, timeout_s=5.0)
         self.reader = TopicReader(self.config)
-        # Replaced admin clients are kept, never destroyed: a request of theirs that timed out may
-        # still complete, and librdkafka calling back into a destroyed handle ended the process
-        # with SIGSEGV (the cluster fault suite, right after a broker leader was killed).
-        self._retired: list[KafkaAdmin] = []
 
     def lag(self) -> dict[str, int]:
         """Lag per group; after a failure the clients are built afresh (an admin client whose broker
@@ -63,7 +59,7 @@ class LagProbe:
                 out[name] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
         except Exception:
             self.reader.close()
-            self._retired.append(self.admin)
+            self.admin.close()
             self.admin = KafkaAdmin(self.config, timeout_s=5.0)
             self.reader = TopicReader(self.config)
             raise
@@ -71,6 +67,7 @@ class LagProbe:
 
     def close(self) -> None:
         self.reader.close()
+        self.admin.close()
 
 
 @dataclass

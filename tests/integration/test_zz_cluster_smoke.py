@@ -132,11 +132,11 @@ def _post_and_store(env: dict[str, str], booking_id: int) -> dict[str, Any]:
     assert status == 202, body
 
     def stored() -> Any:
-        code, ride = _request(f"{api}/v1/rides/{booking_id}", key)
-        return ride if code == 200 and ride["state"] == "stored" else None
+        code, tracked = _request(f"{api}/v1/rides/{booking_id}", key)
+        return tracked if code == 200 and tracked["state"] == "stored" else None
 
-    ride: dict[str, Any] = _until(f"ride {booking_id} stored", stored, 120)
-    return ride
+    found: dict[str, Any] = _until(f"ride {booking_id} stored", stored, 120)
+    return found
 
 
 def _indexed(env: dict[str, str], booking_id: int) -> bool:

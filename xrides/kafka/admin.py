@@ -10,9 +10,10 @@ keys (booking ids) to other partitions, which is an operator's decision.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from xrides.kafka.config import KafkaConfig
@@ -24,8 +25,18 @@ log = logging.getLogger("xrides.kafka.admin")
 
 class KafkaAdmin:
     def __init__(self, config: KafkaConfig, timeout_s: float = 15.0) -> None:
+        self._config = config
         self._admin = AdminClient(config.common())
         self._timeout_s = timeout_s
+        self._offset_readers: dict[str, Consumer] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the per-group offset readers (the admin client itself holds nothing to release)."""
+        with self._lock:
+            readers, self._offset_readers = list(self._offset_readers.values()), {}
+        for reader in readers:
+            reader.close()
 
     def describe(self) -> tuple[int, dict[str, int]]:
         """(brokers in the cluster, topic name -> partitions) for every topic."""
@@ -87,16 +98,23 @@ class KafkaAdmin:
                 raise translate(exc, f"delete topic {name}") from exc
 
     def group_offsets(self, group: str, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """A consumer group's committed next offsets for ``topic`` (partitions without one are left out)."""
-        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])]
+        """A consumer group's committed next offsets for ``topic`` (partitions without one are left out).
+
+        Read by a consumer carrying the group's id that never subscribes (so it never joins the group
+        or moves its partitions), not by the admin client: librdkafka 2.x's admin
+        ``ListConsumerGroupOffsets`` crashed the process (SIGSEGV in ``rd_kafka_cgrp_op``, from
+        ``rd_kafka_handle_OffsetFetch``, on an admin handle that has no consumer group) when a
+        three-broker cluster's coordinator answered with an error while a broker was down."""
+        with self._lock:
+            reader = self._offset_readers.get(group)
+            if reader is None:
+                reader = Consumer(self._config.consumer(group, **{"enable.partition.eof": False}))
+                self._offset_readers[group] = reader
         try:
-            (future,) = self._admin.list_consumer_group_offsets(
-                request, request_timeout=self._timeout_s
-            ).values()
-            found = future.result(self._timeout_s)
+            found = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=self._timeout_s)
         except KafkaException as exc:
             raise translate(exc, f"offsets of group {group}") from exc
-        return {tp.partition: tp.offset for tp in found.topic_partitions if tp.offset >= 0}
+        return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
 
 def ensure_topics(config: KafkaConfig, topics: Sequence[Topic]) -> list[str]:
